@@ -1,0 +1,520 @@
+//! The admin API under `/admin` (master key only): gateway keys, usage, and
+//! the OpenAPI document generated from these handlers.
+
+use axum::Extension;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::OpenApi;
+
+use crate::AppState;
+use crate::authn::{Admin, keys};
+use crate::clock::{parse_time, rfc3339};
+use crate::error::ApiError;
+use crate::store::{ApiKeyRecord, KeyPatch, UsageGroup, UsageRow};
+
+/// Admin routes, nested under `/admin`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/keys", post(create_key).get(list_keys))
+        .route(
+            "/keys/{id}",
+            get(get_key).patch(update_key).delete(revoke_key),
+        )
+        .route("/keys/{id}/rotate", post(rotate_key))
+        .route("/usage", get(usage))
+        .route("/openapi.json", get(openapi))
+}
+
+/// The OpenAPI document of the admin API.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Portcullis admin API", description = "Manage gateway keys and read usage. Every route needs the master key as `Authorization: Bearer <master key>`."),
+    paths(create_key, list_keys, get_key, update_key, revoke_key, rotate_key, usage, openapi),
+    components(schemas(CreateKey, PatchKey, RotateKey, KeyView, CreatedKey, KeyList, UsageList, UsageRow, UsageGroup)),
+    modifiers(&MasterKeyAuth),
+    security(("master_key" = []))
+)]
+pub struct AdminApi;
+
+struct MasterKeyAuth;
+
+impl utoipa::Modify for MasterKeyAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "master_key",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Body of `POST /admin/keys`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    /// Display name.
+    pub name: Option<String>,
+    /// User the key acts for.
+    pub user: Option<String>,
+    /// Team the key belongs to.
+    pub team: Option<String>,
+    /// Model globs (`gpt-4o*`, `openai/*`); absent = every configured model.
+    pub models: Option<Vec<String>>,
+    /// Endpoint groups (`chat`, `embeddings`, ...); absent = the provider's allowlist.
+    pub endpoints: Option<Vec<String>>,
+    /// RFC 3339 time or Unix seconds after which the key is refused.
+    pub expires_at: Option<String>,
+    /// Free-form JSON object.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// Body of `PATCH /admin/keys/{id}`: absent fields stay, `null` clears.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchKey {
+    /// Display name.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub name: Option<Option<String>>,
+    /// User.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub user: Option<Option<String>>,
+    /// Team.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub team: Option<Option<String>>,
+    /// Model globs.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub models: Option<Option<Vec<String>>>,
+    /// Endpoint groups.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub endpoints: Option<Option<Vec<String>>>,
+    /// Expiry (RFC 3339 or Unix seconds).
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub expires_at: Option<Option<String>>,
+    /// Metadata object (replaces the old one).
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// Body of `POST /admin/keys/{id}/rotate`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKey {
+    /// Seconds the old key stays valid (default 0: refused at once).
+    #[serde(default)]
+    pub grace_seconds: u64,
+}
+
+/// A key as the admin API shows it: never the secret.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct KeyView {
+    /// Public id.
+    pub id: String,
+    /// The key's recognisable start, e.g. `pcs_AbC123dEf456_…`.
+    pub prefix: String,
+    /// `active`, `expired` or `revoked`.
+    pub status: &'static str,
+    /// Display name.
+    pub name: Option<String>,
+    /// User.
+    pub user: Option<String>,
+    /// Team.
+    pub team: Option<String>,
+    /// Model globs.
+    pub models: Option<Vec<String>>,
+    /// Endpoint groups.
+    pub endpoints: Option<Vec<String>>,
+    /// RFC 3339.
+    pub expires_at: Option<String>,
+    /// RFC 3339.
+    pub revoked_at: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// Metadata.
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Value,
+    /// Id of the key this one replaced.
+    pub rotated_from: Option<String>,
+}
+
+/// The create/rotate answer: the only time the key is shown.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CreatedKey {
+    /// The full key. Store it now: it is never shown again.
+    pub key: String,
+    /// Everything else about the key.
+    #[serde(flatten)]
+    pub view: KeyView,
+}
+
+/// `GET /admin/keys`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct KeyList {
+    /// Keys ordered by id.
+    pub data: Vec<KeyView>,
+    /// True when more keys follow; pass the last id as `after`.
+    pub has_more: bool,
+}
+
+/// `GET /admin/usage`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UsageList {
+    /// One row per group.
+    pub data: Vec<UsageRow>,
+}
+
+fn view(k: &ApiKeyRecord, now_ms: i64) -> KeyView {
+    let status = if k.revoked_at.is_some() {
+        "revoked"
+    } else if k.expires_at.is_some_and(|t| now_ms >= t) {
+        "expired"
+    } else {
+        "active"
+    };
+    KeyView {
+        id: k.id.clone(),
+        prefix: format!("{}{}_…", keys::KEY_PREFIX, k.id),
+        status,
+        name: k.name.clone(),
+        user: k.user.clone(),
+        team: k.team.clone(),
+        models: k.models.clone(),
+        endpoints: k.endpoints.clone(),
+        expires_at: k.expires_at.map(rfc3339),
+        revoked_at: k.revoked_at.map(rfc3339),
+        created_at: rfc3339(k.created_at),
+        metadata: k.metadata.clone(),
+        rotated_from: k.rotated_from.clone(),
+    }
+}
+
+/// Parses a JSON body into `T`, answering 400 in OpenAI's shape.
+pub fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::BadRequest {
+            message: format!("Invalid request body: {e}"),
+            param: None,
+        },
+        _ => ApiError::InvalidJson(e.to_string()),
+    })
+}
+
+fn store_err(e: crate::store::StoreError) -> ApiError {
+    ApiError::StoreUnavailable(e.to_string())
+}
+
+fn parse_expiry(s: &str) -> Result<i64, ApiError> {
+    parse_time(s).ok_or_else(|| ApiError::BadRequest {
+        message: format!("`expires_at` must be an RFC 3339 time or Unix seconds, not `{s}`."),
+        param: Some("expires_at"),
+    })
+}
+
+fn check_lists(
+    models: Option<&Vec<String>>,
+    endpoints: Option<&Vec<String>>,
+) -> Result<(), ApiError> {
+    if models.is_some_and(|m| {
+        m.iter()
+            .any(|g| g.is_empty() || g.contains(char::is_whitespace))
+    }) {
+        return Err(ApiError::BadRequest {
+            message: "`models` entries must be non-empty globs without spaces.".into(),
+            param: Some("models"),
+        });
+    }
+    if endpoints.is_some_and(|e| {
+        e.iter().any(|g| {
+            g.is_empty()
+                || !g
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'-' || b.is_ascii_digit())
+        })
+    }) {
+        return Err(ApiError::BadRequest {
+            message: "`endpoints` entries must be endpoint group names such as `chat`.".into(),
+            param: Some("endpoints"),
+        });
+    }
+    Ok(())
+}
+
+fn check_metadata(m: Option<&serde_json::Value>) -> Result<(), ApiError> {
+    if m.is_some_and(|m| !m.is_object()) {
+        return Err(ApiError::BadRequest {
+            message: "`metadata` must be a JSON object.".into(),
+            param: Some("metadata"),
+        });
+    }
+    Ok(())
+}
+
+fn created(key: crate::secret::Secret, record: &ApiKeyRecord, now: i64) -> Response {
+    let body = CreatedKey {
+        key: key.expose().to_owned(),
+        view: view(record, now),
+    };
+    (StatusCode::CREATED, axum::Json(body)).into_response()
+}
+
+/// Creates a key; the answer holds the only copy of the secret.
+#[utoipa::path(post, path = "/admin/keys", request_body = CreateKey,
+    responses((status = 201, body = CreatedKey), (status = 400), (status = 401)))]
+pub async fn create_key(
+    State(state): State<AppState>,
+    _: Extension<Admin>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: CreateKey = parse_body(&body)?;
+    check_lists(req.models.as_ref(), req.endpoints.as_ref())?;
+    check_metadata(req.metadata.as_ref())?;
+    let now = state.clock.now_ms();
+    let (id, key) = keys::generate();
+    let record = ApiKeyRecord {
+        digest: keys::digest(key.expose()).to_vec(),
+        id,
+        name: req.name,
+        user: req.user,
+        team: req.team,
+        models: req.models,
+        endpoints: req.endpoints,
+        expires_at: req.expires_at.as_deref().map(parse_expiry).transpose()?,
+        revoked_at: None,
+        created_at: now,
+        metadata: req.metadata.unwrap_or_else(|| serde_json::json!({})),
+        rotated_from: None,
+    };
+    state.store.insert_key(&record).await.map_err(store_err)?;
+    state.authn.invalidate(&record.id);
+    tracing::info!(key_id = %record.id, "key created");
+    Ok(created(key, &record, now))
+}
+
+#[derive(Deserialize, Default)]
+struct ListQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+fn parse_query<T: serde::de::DeserializeOwned + Default>(q: Option<&str>) -> Result<T, ApiError> {
+    match q {
+        None | Some("") => Ok(T::default()),
+        Some(q) => serde_urlencoded::from_str(q).map_err(|e| ApiError::BadRequest {
+            message: format!("Invalid query: {e}"),
+            param: None,
+        }),
+    }
+}
+
+/// Lists keys (never their secrets), ordered by id.
+#[utoipa::path(get, path = "/admin/keys",
+    params(("after" = Option<String>, Query, description = "id to start after"), ("limit" = Option<usize>, Query, description = "1-1000, default 100")),
+    responses((status = 200, body = KeyList), (status = 401)))]
+pub async fn list_keys(
+    State(state): State<AppState>,
+    _: Extension<Admin>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let q: ListQuery = parse_query(q.as_deref())?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let mut rows = state
+        .store
+        .list_keys(q.after.as_deref(), limit + 1)
+        .await
+        .map_err(store_err)?;
+    let has_more = rows.len() > limit;
+    rows.truncate(limit);
+    let now = state.clock.now_ms();
+    Ok(axum::Json(KeyList {
+        data: rows.iter().map(|k| view(k, now)).collect(),
+        has_more,
+    })
+    .into_response())
+}
+
+/// One key.
+#[utoipa::path(get, path = "/admin/keys/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = KeyView), (status = 404)))]
+pub async fn get_key(
+    State(state): State<AppState>,
+    _: Extension<Admin>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let k = state
+        .store
+        .get_key(&id)
+        .await
+        .map_err(store_err)?
+        .ok_or(ApiError::NotFound)?;
+    Ok(axum::Json(view(&k, state.clock.now_ms())).into_response())
+}
+
+/// Changes a key's attributes; takes effect on the next request.
+#[utoipa::path(patch, path = "/admin/keys/{id}", params(("id" = String, Path)), request_body = PatchKey,
+    responses((status = 200, body = KeyView), (status = 400), (status = 404)))]
+pub async fn update_key(
+    State(state): State<AppState>,
+    _: Extension<Admin>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: PatchKey = parse_body(&body)?;
+    check_lists(
+        req.models.as_ref().and_then(Option::as_ref),
+        req.endpoints.as_ref().and_then(Option::as_ref),
+    )?;
+    check_metadata(req.metadata.as_ref())?;
+    let patch = KeyPatch {
+        name: req.name,
+        user: req.user,
+        team: req.team,
+        models: req.models,
+        endpoints: req.endpoints,
+        expires_at: req
+            .expires_at
+            .map(|e| e.as_deref().map(parse_expiry).transpose())
+            .transpose()?,
+        metadata: req.metadata,
+    };
+    let k = state
+        .store
+        .update_key(&id, &patch)
+        .await
+        .map_err(store_err)?
+        .ok_or(ApiError::NotFound)?;
+    state.authn.invalidate(&id);
+    tracing::info!(key_id = %id, "key updated");
+    Ok(axum::Json(view(&k, state.clock.now_ms())).into_response())
+}
+
+/// Revokes a key; the very next request with it gets 401.
+#[utoipa::path(delete, path = "/admin/keys/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = KeyView), (status = 404)))]
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    _: Extension<Admin>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let now = state.clock.now_ms();
+    let revoked = state.store.revoke_key(&id, now).await.map_err(store_err)?;
+    state.authn.invalidate(&id);
+    let k = state
+        .store
+        .get_key(&id)
+        .await
+        .map_err(store_err)?
+        .ok_or(ApiError::NotFound)?;
+    if revoked {
+        tracing::info!(key_id = %id, "key revoked");
+    }
+    Ok(axum::Json(view(&k, now)).into_response())
+}
+
+/// Issues a new key with the same attributes; the old one stays valid for `grace_seconds`.
+#[utoipa::path(post, path = "/admin/keys/{id}/rotate", params(("id" = String, Path)), request_body = RotateKey,
+    responses((status = 201, body = CreatedKey), (status = 404)))]
+pub async fn rotate_key(
+    State(state): State<AppState>,
+    _: Extension<Admin>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: RotateKey = parse_body(&body)?;
+    let old = state
+        .store
+        .get_key(&id)
+        .await
+        .map_err(store_err)?
+        .ok_or(ApiError::NotFound)?;
+    if old.revoked_at.is_some() {
+        return Err(ApiError::NotFound);
+    }
+    let now = state.clock.now_ms();
+    let grace_ms = i64::try_from(req.grace_seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let (new_id, key) = keys::generate();
+    let record = ApiKeyRecord {
+        id: new_id,
+        digest: keys::digest(key.expose()).to_vec(),
+        created_at: now,
+        revoked_at: None,
+        rotated_from: Some(old.id.clone()),
+        ..old.clone()
+    };
+    if !state
+        .store
+        .rotate_key(&id, &record, now.saturating_add(grace_ms))
+        .await
+        .map_err(store_err)?
+    {
+        return Err(ApiError::NotFound);
+    }
+    state.authn.invalidate(&id);
+    state.authn.invalidate(&record.id);
+    tracing::info!(key_id = %id, new_key_id = %record.id, grace_seconds = req.grace_seconds, "key rotated");
+    Ok(created(key, &record, now))
+}
+
+#[derive(Deserialize, Default)]
+struct UsageQuery {
+    group_by: Option<UsageGroup>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+/// Usage summed by key, user, team, model, provider or endpoint over `[since, until)`.
+#[utoipa::path(get, path = "/admin/usage",
+    params(("group_by" = Option<UsageGroup>, Query, description = "key (default), user, team, model, provider or endpoint"),
+           ("since" = Option<String>, Query, description = "RFC 3339 or Unix seconds, inclusive"),
+           ("until" = Option<String>, Query, description = "RFC 3339 or Unix seconds, exclusive")),
+    responses((status = 200, body = UsageList), (status = 400)))]
+pub async fn usage(
+    State(state): State<AppState>,
+    _: Extension<Admin>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let q: UsageQuery = parse_query(q.as_deref())?;
+    let bound = |v: Option<String>, param| {
+        v.map(|s| {
+            parse_time(&s).ok_or(ApiError::BadRequest {
+                message: format!("`{param}` must be an RFC 3339 time or Unix seconds."),
+                param: Some(param),
+            })
+        })
+        .transpose()
+    };
+    let since = bound(q.since, "since")?;
+    let until = bound(q.until, "until")?;
+    let rows = state
+        .store
+        .usage_summary(q.group_by.unwrap_or(UsageGroup::Key), since, until)
+        .await
+        .map_err(store_err)?;
+    Ok(axum::Json(UsageList { data: rows }).into_response())
+}
+
+/// This document.
+#[utoipa::path(get, path = "/admin/openapi.json", responses((status = 200, description = "OpenAPI 3.1 document")))]
+pub async fn openapi(_: Extension<Admin>) -> Response {
+    axum::Json(AdminApi::openapi()).into_response()
+}

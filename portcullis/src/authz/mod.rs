@@ -1,0 +1,313 @@
+//! Authorization: a [`Principal`] plus the resolved route (provider, endpoint
+//! group, model) becomes a [`Permit`], or a 403/404.
+//!
+//! Deny by default: the endpoint group must be on the provider's allowlist and
+//! on the key's own list (if it has one); the model must be served by a
+//! configured provider and match the key's model globs (if it has any).
+
+pub mod endpoints;
+pub mod glob;
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+use crate::authn::Principal;
+use crate::config::{Config, ProviderConfig};
+use crate::error::ApiError;
+
+/// Which client surface a request came in on.
+#[derive(Debug, Clone, Copy)]
+pub enum Surface<'a> {
+    /// `/v1/{rest}`: the body's `model` picks the provider.
+    V1 {
+        /// Raw path after `/v1`, starting with `/`.
+        rest: &'a str,
+    },
+    /// `/providers/{provider}/{rest}`: native pass-through.
+    Native {
+        /// Provider name from the path.
+        provider: &'a str,
+        /// Raw path after the provider name, starting with `/`.
+        rest: &'a str,
+    },
+}
+
+/// The request as authorization sees it.
+#[derive(Debug)]
+pub struct RouteRequest<'a> {
+    /// Surface and path.
+    pub surface: Surface<'a>,
+    /// Raw query string.
+    pub query: Option<&'a str>,
+    /// `content-type` header.
+    pub content_type: Option<&'a str>,
+    /// The whole request body (already size-limited).
+    pub body: Bytes,
+}
+
+/// Permission to forward one request: only [`authorize`] builds it.
+#[derive(Debug)]
+pub struct Permit {
+    principal: Principal,
+    provider: Arc<ProviderConfig>,
+    group: String,
+    model: Option<String>,
+    upstream_path: String,
+    body: Bytes,
+}
+
+impl Permit {
+    /// Who is calling.
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+    /// Where the request goes.
+    pub fn provider(&self) -> &Arc<ProviderConfig> {
+        &self.provider
+    }
+    /// Endpoint group.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+    /// Model as sent upstream (bare).
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+    /// Path and query to append to the provider's base URL.
+    pub fn upstream_path(&self) -> &str {
+        &self.upstream_path
+    }
+    /// Body to send upstream.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+}
+
+/// What authorization learnt before refusing: for the ledger.
+#[derive(Debug, Default, Clone)]
+pub struct RouteFacts {
+    /// Provider name, once known.
+    pub provider: Option<String>,
+    /// Endpoint group, once known.
+    pub group: Option<String>,
+    /// Model, once known.
+    pub model: Option<String>,
+}
+
+/// Decides whether `principal` may make this request.
+pub async fn authorize(
+    config: &Config,
+    principal: Principal,
+    req: RouteRequest<'_>,
+    facts: &mut RouteFacts,
+) -> Result<Permit, ApiError> {
+    let rest = match req.surface {
+        Surface::V1 { rest } | Surface::Native { rest, .. } => rest,
+    };
+    let group = endpoints::check_path(rest)?.to_owned();
+    facts.group = Some(group.clone());
+
+    let requested = requested_model(req.content_type, &req.body).await?;
+    let (provider, model) = match (req.surface, requested.as_deref()) {
+        (Surface::V1 { .. }, Some(m)) => {
+            let (p, bare) = resolve_model(config, m)?;
+            (p.clone(), Some(bare.to_owned()))
+        }
+        (Surface::V1 { .. }, None) => (
+            config
+                .default_provider()
+                .cloned()
+                .ok_or(ApiError::NotFound)?,
+            None,
+        ),
+        (Surface::Native { provider, .. }, m) => {
+            let p = config.provider(provider).ok_or(ApiError::NotFound)?;
+            let bare = m.map(|m| {
+                m.strip_prefix(p.name.as_str())
+                    .and_then(|r| r.strip_prefix('/'))
+                    .unwrap_or(m)
+            });
+            if let Some(b) = bare
+                && !p.serves(b)
+            {
+                return Err(ApiError::ModelNotFound(m.unwrap_or(b).to_owned()));
+            }
+            (p.clone(), bare.map(str::to_owned))
+        }
+    };
+    facts.provider = Some(provider.name.clone());
+    facts.model.clone_from(&model);
+
+    if !provider.allows_endpoint(&group) {
+        return Err(ApiError::EndpointNotAllowed(group));
+    }
+    if let Some(list) = principal.endpoints()
+        && !list.iter().any(|g| *g == group)
+    {
+        return Err(ApiError::EndpointNotAllowed(group));
+    }
+    if let (Some(globs), Some(m)) = (principal.models(), model.as_deref())
+        && !glob::model_allowed(globs, &provider.name, m)
+    {
+        return Err(ApiError::ModelNotAllowed(m.to_owned()));
+    }
+
+    let body = match (&model, &requested) {
+        (Some(bare), Some(sent)) if bare != sent && is_json(req.content_type) => {
+            rewrite_model(&req.body, bare)?
+        }
+        _ => req.body,
+    };
+    let mut upstream_path =
+        String::with_capacity(rest.len() + req.query.map_or(0, |q| q.len() + 1));
+    upstream_path.push_str(rest);
+    if let Some(q) = req.query {
+        upstream_path.push('?');
+        upstream_path.push_str(q);
+    }
+    Ok(Permit {
+        principal,
+        provider,
+        group,
+        model,
+        upstream_path,
+        body,
+    })
+}
+
+/// `provider/model` names the provider; a bare name goes to the first provider listing it.
+pub fn resolve_model<'c, 'm>(
+    config: &'c Config,
+    model: &'m str,
+) -> Result<(&'c Arc<ProviderConfig>, &'m str), ApiError> {
+    if let Some((prefix, bare)) = model.split_once('/')
+        && let Some(p) = config.provider(prefix)
+    {
+        return if p.serves(bare) && !bare.is_empty() {
+            Ok((p, bare))
+        } else {
+            Err(ApiError::ModelNotFound(model.to_owned()))
+        };
+    }
+    config
+        .providers
+        .iter()
+        .find(|p| {
+            p.models
+                .as_ref()
+                .is_some_and(|l| l.iter().any(|m| m == model))
+        })
+        .map(|p| (p, model))
+        .ok_or_else(|| ApiError::ModelNotFound(model.to_owned()))
+}
+
+/// The models a principal may use, as `(id, provider)` for `GET /v1/models`.
+/// The id is the bare name where a bare name routes to that provider, else `provider/model`.
+pub fn visible_models(config: &Config, principal: &Principal) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for p in &config.providers {
+        let Some(models) = &p.models else { continue };
+        for m in models {
+            if principal
+                .models()
+                .is_some_and(|globs| !glob::model_allowed(globs, &p.name, m))
+            {
+                continue;
+            }
+            let routes_here = matches!(resolve_model(config, m), Ok((rp, _)) if Arc::ptr_eq(rp, p));
+            let id = if routes_here {
+                m.clone()
+            } else {
+                format!("{}/{m}", p.name)
+            };
+            out.push((id, p.name.clone()));
+        }
+    }
+    out
+}
+
+fn is_json(content_type: Option<&str>) -> bool {
+    content_type.is_none_or(|ct| {
+        let ct = ct.split(';').next().unwrap_or("").trim();
+        ct.eq_ignore_ascii_case("application/json") || ct.to_ascii_lowercase().ends_with("+json")
+    })
+}
+
+fn is_multipart(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|ct| {
+        ct.get(..19)
+            .is_some_and(|p| p.eq_ignore_ascii_case("multipart/form-data"))
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct ModelOnly<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+}
+
+/// Reads the `model` a request names: the JSON body's `model`, or a multipart
+/// form's `model` field. Invalid JSON is refused here (400).
+pub async fn requested_model(
+    content_type: Option<&str>,
+    body: &Bytes,
+) -> Result<Option<String>, ApiError> {
+    if body.is_empty() {
+        return Ok(None);
+    }
+    if is_multipart(content_type) {
+        return multipart_model(content_type.unwrap_or(""), body.clone()).await;
+    }
+    if !is_json(content_type) {
+        return Ok(None);
+    }
+    match serde_json::from_slice::<ModelOnly<'_>>(body) {
+        Ok(m) => Ok(m.model.map(Cow::into_owned)),
+        Err(e) if e.classify() == serde_json::error::Category::Data => Err(ApiError::BadRequest {
+            message: "The request body must be a JSON object whose `model` is a string.".into(),
+            param: Some("model"),
+        }),
+        Err(e) => Err(ApiError::InvalidJson(e.to_string())),
+    }
+}
+
+async fn multipart_model(content_type: &str, body: Bytes) -> Result<Option<String>, ApiError> {
+    let bad = |why: &str| ApiError::BadRequest {
+        message: format!("Malformed multipart body: {why}."),
+        param: None,
+    };
+    let boundary = multer::parse_boundary(content_type).map_err(|_| bad("no boundary"))?;
+    let stream = futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(body) });
+    let mut form = multer::Multipart::new(stream, boundary);
+    loop {
+        match form.next_field().await {
+            Ok(Some(field)) if field.name() == Some("model") => {
+                return field
+                    .text()
+                    .await
+                    .map(Some)
+                    .map_err(|_| bad("unreadable model field"));
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return Ok(None),
+            Err(_) => return Err(bad("cannot parse form")),
+        }
+    }
+}
+
+fn rewrite_model(body: &Bytes, bare: &str) -> Result<Bytes, ApiError> {
+    let mut map: BTreeMap<String, Box<RawValue>> =
+        serde_json::from_slice(body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    let value = RawValue::from_string(
+        serde_json::to_string(bare).map_err(|e| ApiError::Internal(e.to_string()))?,
+    )
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    map.insert("model".to_owned(), value);
+    serde_json::to_vec(&map)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}

@@ -1,0 +1,187 @@
+//! # Portcullis
+//!
+//! An auth-first gateway in front of LLM provider APIs. Provider keys stay in
+//! the gateway; callers use gateway-issued keys. For every request the gateway
+//! decides who is calling, what they may call, forwards the call with the
+//! provider's key swapped in, streams the answer back unbuffered, and accounts
+//! for it.
+//!
+//! ```text
+//! listener ─► authn ─► authz ─► proxy ─► accounting
+//!             who?     may they? forward  what did it cost?
+//! ```
+//!
+//! | module | role |
+//! |---|---|
+//! | [`server`] | listener, HTTP/1.1 + h2c, connection cap, graceful shutdown |
+//! | [`authn`] | credentials → [`authn::Principal`]; the deny-by-default layer |
+//! | [`authz`] | path normalisation, endpoint allowlists, model routing → [`authz::Permit`] |
+//! | [`proxy`] | the handler that runs the pipeline; upstream clients and header hygiene |
+//! | [`accounting`] | usage taps over streamed bodies, the batched usage ledger |
+//! | [`store`] | persistence behind the [`store::Store`] trait (SQLite) |
+//! | [`admin`] | the admin API (`/admin/...`) and its OpenAPI document |
+//! | [`config`] | YAML model, interpolation, validation |
+//! | [`error`] | the one public error type → OpenAI-shaped JSON |
+//! | [`secret`] | redacting wrapper for every secret |
+//! | [`clock`] | the one wall clock, movable in tests |
+//! | [`cli`] | the `keys` subcommands, a thin client of the admin API |
+
+pub mod accounting;
+pub mod admin;
+pub mod authn;
+pub mod authz;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod proxy;
+pub mod secret;
+pub mod server;
+pub mod store;
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use http::HeaderValue;
+
+use crate::accounting::Ledger;
+use crate::authn::Authenticator;
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::proxy::upstream::Upstreams;
+use crate::store::SharedStore;
+
+/// Everything a request handler needs. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState(Arc<Inner>);
+
+/// The shared parts of [`AppState`].
+#[derive(Debug)]
+pub struct Inner {
+    /// Validated configuration.
+    pub config: Config,
+    /// The store.
+    pub store: SharedStore,
+    /// Credential checks and the key cache.
+    pub authn: Authenticator,
+    /// Usage ledger queue.
+    pub ledger: Ledger,
+    /// Upstream HTTP clients.
+    pub upstreams: Upstreams,
+    /// Wall clock.
+    pub clock: SharedClock,
+}
+
+impl AppState {
+    /// Bundles the parts.
+    pub fn new(inner: Inner) -> Self {
+        AppState(Arc::new(inner))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for dyn store::Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+impl std::fmt::Debug for dyn clock::Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
+/// The request's id: the client's `x-request-id` if well-formed, else a new one.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub Arc<str>);
+
+/// The request id of a request (empty if the middleware did not run).
+pub fn request_id_of(req: &Request) -> Arc<str> {
+    req.extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_else(|| Arc::from(""))
+}
+
+fn valid_request_id(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 128
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id: Arc<str> = match req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(v) if valid_request_id(v) => Arc::from(v),
+        _ => Arc::from(format!("req_{}", authn::keys::random_base62(24))),
+    };
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut resp = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+async fn healthz() -> Response {
+    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            ApiError::StoreUnavailable(e.to_string()).into_response()
+        }
+    }
+}
+
+async fn not_found() -> Response {
+    ApiError::NotFound.into_response()
+}
+
+async fn models_method() -> Response {
+    ApiError::EndpointNotAllowed("models".into()).into_response()
+}
+
+/// The whole HTTP surface. Authentication wraps every route; only
+/// [`authn::PUBLIC_ROUTES`] pass without a credential.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route(
+            "/v1/models",
+            get(proxy::list_models).fallback(models_method),
+        )
+        .route(
+            "/v1/models/{*id}",
+            get(proxy::get_model).fallback(models_method),
+        )
+        .route("/v1/{*rest}", any(proxy::handle))
+        .route("/providers/{provider}/{*rest}", any(proxy::handle))
+        .nest("/admin", admin::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), authn::layer))
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}

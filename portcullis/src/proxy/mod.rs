@@ -1,0 +1,264 @@
+//! The proxy handler: the whole pipeline on one screen.
+//!
+//! ```text
+//! authn (layer) ─► authz::authorize ─► forward ─► MeteredBody (accounting)
+//! ```
+
+pub mod upstream;
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderValue, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use serde_json::json;
+
+use crate::AppState;
+use crate::RequestId;
+use crate::accounting::usage::TapKind;
+use crate::accounting::{Meter, MeteredBody};
+use crate::authn::Principal;
+use crate::authz::{self, Permit, RouteFacts, RouteRequest, Surface};
+use crate::error::{ApiError, error_body};
+
+/// `/v1/*` and `/providers/{name}/*`: authorize, forward, meter.
+pub async fn handle(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(rid): Extension<RequestId>,
+    req: Request,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let mut meter = Meter::new(
+        state.ledger.clone(),
+        state.clock.now_ms(),
+        &rid.0,
+        parts.method.as_str(),
+        &principal,
+    );
+    let mut facts = RouteFacts::default();
+    let result = pipeline(&state, principal, &parts, body, &mut facts).await;
+    meter.route(facts);
+    match result {
+        Ok((permit, upstream)) => respond(&state, &permit, upstream, meter).await,
+        Err(e) => {
+            log_refusal(&rid, &e);
+            meter.finish(e.status().as_u16(), None, Some(e.code()));
+            e.into_response()
+        }
+    }
+}
+
+async fn pipeline(
+    state: &AppState,
+    principal: Principal,
+    parts: &Parts,
+    body: Body,
+    facts: &mut RouteFacts,
+) -> Result<(Permit, hyper::Response<hyper::body::Incoming>), ApiError> {
+    let surface = surface_of(parts.uri.path())?;
+    let body = read_body(body, &parts.headers, state.config.max_body_bytes).await?;
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let route = RouteRequest {
+        surface,
+        query: parts.uri.query(),
+        content_type,
+        body,
+    };
+    let permit = authz::authorize(&state.config, principal, route, facts).await?;
+    let upstream = forward(state, parts, &permit).await?;
+    Ok((permit, upstream))
+}
+
+/// Splits a raw path into its surface; nothing here decodes.
+fn surface_of(path: &str) -> Result<Surface<'_>, ApiError> {
+    if let Some(rest) = path.strip_prefix("/v1") {
+        return Ok(Surface::V1 { rest });
+    }
+    let after = path.strip_prefix("/providers/").ok_or(ApiError::NotFound)?;
+    let (provider, rest) = after.split_at(after.find('/').ok_or(ApiError::NotFound)?);
+    Ok(Surface::Native { provider, rest })
+}
+
+/// Reads the body up to `limit` bytes; larger bodies get 413 before or while reading.
+async fn read_body(body: Body, headers: &http::HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::BodyTooLarge(limit));
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::BodyTooLarge(limit)),
+        Err(e) => Err(ApiError::BadRequest {
+            message: "The request body could not be read.".into(),
+            param: None,
+        })
+        .inspect_err(|_| tracing::debug!(error = %e, "request body read failed")),
+    }
+}
+
+/// Sends the permitted request with the provider's key, within the first-byte timeout.
+async fn forward(
+    state: &AppState,
+    parts: &Parts,
+    permit: &Permit,
+) -> Result<hyper::Response<hyper::body::Incoming>, ApiError> {
+    let provider = permit.provider();
+    let client = state
+        .upstreams
+        .get(&provider.name)
+        .ok_or_else(|| ApiError::Internal(format!("no client for provider `{}`", provider.name)))?;
+    let uri: http::Uri = format!("{}{}", provider.base_url, permit.upstream_path())
+        .parse()
+        .map_err(|_| ApiError::InvalidPath("cannot form the upstream URL"))?;
+    let mut req = hyper::Request::builder()
+        .method(parts.method.clone())
+        .uri(uri)
+        .body(Full::new(permit.body().clone()))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let headers = req.headers_mut();
+    upstream::forward_request_headers(&parts.headers, headers);
+    upstream::set_provider_auth(provider, headers)?;
+    if let Some(rid) = parts.extensions.get::<RequestId>()
+        && let Ok(v) = HeaderValue::from_str(&rid.0)
+    {
+        headers.insert("x-request-id", v);
+    }
+    match tokio::time::timeout(provider.timeouts.first_byte, client.request(req)).await {
+        Err(_) => Err(ApiError::UpstreamTimeout("first byte")),
+        Ok(Err(e)) => Err(upstream::classify(&e)),
+        Ok(Ok(resp)) => Ok(resp),
+    }
+}
+
+/// Streams a successful response through the meter; sanitises an error response.
+async fn respond(
+    state: &AppState,
+    permit: &Permit,
+    upstream: hyper::Response<hyper::body::Incoming>,
+    mut meter: Meter,
+) -> Response {
+    meter.first_byte();
+    let (parts, body) = upstream.into_parts();
+    let status = parts.status;
+    let idle = permit.provider().timeouts.idle;
+    if status.is_client_error() || status.is_server_error() {
+        return upstream_error(state, permit, status, body, meter).await;
+    }
+    let kind = TapKind::of(
+        parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let body = MeteredBody::new(body, kind, meter, status.as_u16(), idle);
+    let mut resp = Response::new(Body::new(body));
+    *resp.status_mut() = status;
+    upstream::forward_response_headers(&parts.headers, resp.headers_mut());
+    resp
+}
+
+/// Upstream error bodies are small: read them (bounded), pass the provider's
+/// message on in OpenAI's shape with anything key-like removed. A provider
+/// refusing the gateway's own key is the operator's problem: 502.
+async fn upstream_error(
+    state: &AppState,
+    permit: &Permit,
+    status: StatusCode,
+    body: hyper::body::Incoming,
+    mut meter: Meter,
+) -> Response {
+    let _ = state;
+    let provider = permit.provider();
+    let idle = provider.timeouts.idle;
+    let bytes = match tokio::time::timeout(idle, Limited::new(body, 64 * 1024).collect()).await {
+        Ok(Ok(c)) => c.to_bytes(),
+        _ => Bytes::new(),
+    };
+    if status == StatusCode::UNAUTHORIZED {
+        tracing::error!(provider = %provider.name, "the provider refused the gateway's API key");
+        meter.finish(502, None, Some("upstream_auth_failed"));
+        return ApiError::UpstreamAuth.into_response();
+    }
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
+    let err = parsed.as_ref().and_then(|v| v.get("error"));
+    let field = |k: &str| err.and_then(|e| e.get(k)).and_then(|v| v.as_str());
+    let raw_message = field("message").map(str::to_owned).unwrap_or_else(|| {
+        format!(
+            "The upstream provider answered with status {}.",
+            status.as_u16()
+        )
+    });
+    let key = provider.api_key.as_ref().map(|k| k.expose());
+    let message = upstream::scrub(&raw_message, key);
+    let error_type = field("type").unwrap_or(if status.is_server_error() {
+        "api_error"
+    } else {
+        "invalid_request_error"
+    });
+    let code = field("code").map(|c| upstream::scrub(c, key));
+    let mut out = error_body(&message, error_type, code.as_deref());
+    if let Some(p) = field("param") {
+        out["error"]["param"] = json!(upstream::scrub(p, key));
+    }
+    meter.finish(
+        status.as_u16(),
+        None,
+        Some(code.as_deref().unwrap_or("upstream_error")),
+    );
+    (status, axum::Json(out)).into_response()
+}
+
+fn log_refusal(rid: &RequestId, e: &ApiError) {
+    match e.fault() {
+        crate::error::Fault::Client => {
+            tracing::info!(request_id = %rid.0, status = e.status().as_u16(), code = e.code(), cause = %e, "request refused");
+        }
+        crate::error::Fault::Upstream => {
+            tracing::warn!(request_id = %rid.0, status = e.status().as_u16(), code = e.code(), cause = %e, "upstream failure");
+        }
+        crate::error::Fault::Gateway => {
+            tracing::error!(request_id = %rid.0, status = e.status().as_u16(), code = e.code(), cause = %e, "gateway failure");
+        }
+    }
+}
+
+/// `GET /v1/models`: answered by the gateway, the models this caller may use.
+pub async fn list_models(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Response {
+    let data: Vec<_> = authz::visible_models(&state.config, &principal)
+        .into_iter()
+        .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// `GET /v1/models/{model}`: one of the caller's models, else 404.
+pub async fn get_model(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    req: Request,
+) -> Response {
+    let id = req.uri().path().strip_prefix("/v1/models/").unwrap_or("");
+    match authz::visible_models(&state.config, &principal)
+        .into_iter()
+        .find(|(m, _)| m == id)
+    {
+        Some((id, owner)) => {
+            axum::Json(json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
+                .into_response()
+        }
+        None => ApiError::ModelNotFound(id.to_owned()).into_response(),
+    }
+}

@@ -1,0 +1,227 @@
+//! Upstream HTTP clients (one pooled client per provider), request building
+//! with the provider's key swapped in, and header hygiene both ways.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue};
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::{Config, ProviderConfig};
+use crate::error::ApiError;
+
+/// A pooled HTTP/1.1 + HTTP/2 client with rustls.
+pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// One client per provider, keyed by provider name.
+#[derive(Debug, Clone, Default)]
+pub struct Upstreams {
+    clients: HashMap<String, HttpClient>,
+}
+
+impl Upstreams {
+    /// Builds a client for every provider of `config`.
+    pub fn new(config: &Config) -> Result<Self, String> {
+        let mut clients = HashMap::new();
+        for p in &config.providers {
+            clients.insert(p.name.clone(), client_for(p)?);
+        }
+        Ok(Upstreams { clients })
+    }
+
+    /// The client of a provider.
+    pub fn get(&self, provider: &str) -> Option<&HttpClient> {
+        self.clients.get(provider)
+    }
+}
+
+fn client_for(p: &ProviderConfig) -> Result<HttpClient, String> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(p.timeouts.connect));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+        .map_err(|e| format!("TLS setup for provider `{}`: {e}", p.name))?
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .build(https))
+}
+
+/// Request headers never forwarded upstream: hop-by-hop headers, the client's
+/// credentials, cookies, `Host`, client addresses, and headers that would let
+/// a client re-credential the call (`OpenAI-Organization`, `OpenAI-Project`).
+/// `accept-encoding` is dropped so the usage tap reads plain bodies.
+const REQUEST_DENY: &[&str] = &[
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "cookie",
+    "content-length",
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "x-goog-api-key",
+    "openai-organization",
+    "openai-project",
+    "x-request-id",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "accept-encoding",
+    "x-firebase-appcheck",
+];
+
+/// Response headers never passed back: hop-by-hop headers and cookies.
+const RESPONSE_DENY: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "set-cookie",
+    "alt-svc",
+];
+
+fn named_in_connection(headers: &HeaderMap, name: &HeaderName) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .unwrap_or("")
+            .split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case(name.as_str()))
+    })
+}
+
+/// Copies the client's headers that may go upstream.
+pub fn forward_request_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    for (name, value) in from {
+        if REQUEST_DENY.contains(&name.as_str()) || named_in_connection(from, name) {
+            continue;
+        }
+        to.append(name.clone(), value.clone());
+    }
+}
+
+/// Copies the provider's response headers that may go to the client. The
+/// provider's own `x-request-id` is kept as `x-upstream-request-id`.
+pub fn forward_response_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    for (name, value) in from {
+        if RESPONSE_DENY.contains(&name.as_str()) || named_in_connection(from, name) {
+            continue;
+        }
+        if name.as_str() == "x-request-id" {
+            to.insert(
+                HeaderName::from_static("x-upstream-request-id"),
+                value.clone(),
+            );
+            continue;
+        }
+        to.append(name.clone(), value.clone());
+    }
+}
+
+/// Sets the provider's own credential in the header it expects.
+pub fn set_provider_auth(p: &ProviderConfig, headers: &mut HeaderMap) -> Result<(), ApiError> {
+    if let Some(key) = &p.api_key {
+        let mut v = HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
+            ApiError::Internal(format!(
+                "provider `{}` key is not a valid header value",
+                p.name
+            ))
+        })?;
+        v.set_sensitive(true);
+        headers.insert(header::AUTHORIZATION, v);
+    }
+    Ok(())
+}
+
+/// Classifies a client error into 502 or 504.
+pub fn classify(e: &hyper_util::client::legacy::Error) -> ApiError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    let mut timed_out = false;
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            timed_out = true;
+        }
+        if s.to_string().contains("timed out") {
+            timed_out = true;
+        }
+        source = s.source();
+    }
+    if timed_out {
+        ApiError::UpstreamTimeout("connect")
+    } else {
+        ApiError::UpstreamUnavailable(format!("{e:?}"))
+    }
+}
+
+/// Removes anything that could carry a credential from a provider's error
+/// message: key-like tokens (`sk-…`, `pcs_…`, masked `sk-te****wxyz`), long
+/// opaque tokens, and the provider's own key verbatim.
+pub fn scrub(message: &str, provider_key: Option<&str>) -> String {
+    let mut out = String::with_capacity(message.len());
+    for (i, word) in message.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let core = word.trim_matches(|c: char| ".,;:()[]{}'\"`".contains(c));
+        let looks_secret = core.contains("sk-")
+            || core.starts_with("pcs_")
+            || core.starts_with("pcm_")
+            || core.contains("**")
+            || (core.len() >= 20
+                && core
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                && core.chars().any(|c| c.is_ascii_digit()))
+            || provider_key.is_some_and(|k| {
+                k.len() >= 8 && (core.contains(k) || k.contains(core) && core.len() >= 8)
+            });
+        if looks_secret && !core.is_empty() {
+            out.push_str(&word.replace(core, "[redacted]"));
+        } else {
+            out.push_str(word);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrubs_key_fragments() {
+        let m = "Incorrect API key provided: sk-te********wxyz. You can find your API key at https://platform.openai.com/account/api-keys.";
+        let s = scrub(m, Some("sk-test-abcdefwxyz"));
+        assert!(!s.contains("sk-te"), "{s}");
+        assert!(!s.contains("wxyz"), "{s}");
+        assert!(s.contains("Incorrect API key provided: [redacted]."));
+        assert_eq!(scrub("model not found", None), "model not found");
+    }
+}

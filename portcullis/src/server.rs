@@ -1,0 +1,266 @@
+//! Building the gateway from a [`Config`] and serving it: HTTP/1.1 and h2c on
+//! one port, a connection cap, and graceful shutdown that lets in-flight
+//! requests and streams finish (up to `server.shutdown_grace`), then flushes
+//! the usage ledger.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, oneshot};
+use tokio::task::JoinSet;
+use tower::ServiceExt;
+
+use crate::accounting::ledger::{self, Ledger, LedgerWriter};
+use crate::authn::{Authenticator, keys};
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::Config;
+use crate::proxy::upstream::Upstreams;
+use crate::secret::Secret;
+use crate::store::{self, SharedStore};
+use crate::{AppState, Inner, router};
+
+/// Setting under which a generated master key's digest is stored.
+pub const MASTER_KEY_SETTING: &str = "master_key_sha256";
+
+/// A gateway ready to serve.
+#[derive(Debug)]
+pub struct Gateway {
+    /// Shared state.
+    pub state: AppState,
+    /// The ledger writer, flushed at shutdown.
+    pub writer: LedgerWriter,
+    /// A master key generated on this start (shown once, then only its digest exists).
+    pub generated_master_key: Option<Secret>,
+}
+
+/// Where usage records go when the store cannot take them at shutdown.
+pub fn spill_path(database: &str) -> Option<PathBuf> {
+    let path = database
+        .strip_prefix("sqlite://")
+        .or_else(|| database.strip_prefix("sqlite:"))?;
+    let path = path.split('?').next().unwrap_or(path);
+    if path.is_empty() || path.contains(":memory:") {
+        return None;
+    }
+    Some(PathBuf::from(format!("{path}.usage-spill.jsonl")))
+}
+
+/// Opens the store, settles the master key, starts the ledger.
+pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result<Gateway> {
+    let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
+    let store = store::open(&config.database).await?;
+    let (master_digest, generated_master_key) =
+        master_key(&store, config.master_key.as_ref()).await?;
+    let spill = spill_path(&config.database);
+    if let Some(path) = &spill {
+        match ledger::import_spill(&store, path).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(records = n, path = %path.display(), "imported usage records spilled by an earlier run")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, path = %path.display(), "could not import the usage spill file")
+            }
+        }
+    }
+    let (ledger, writer) = Ledger::start(store.clone(), config.ledger, spill);
+    let upstreams = Upstreams::new(&config).map_err(anyhow::Error::msg)?;
+    let authn = Authenticator::with_master_digest(store.clone(), clock.clone(), master_digest);
+    if config.providers.is_empty() {
+        tracing::warn!(
+            "no providers configured: set OPENAI_API_KEY or write a config file; every model request will get 404"
+        );
+    }
+    let state = AppState::new(Inner {
+        config,
+        store,
+        authn,
+        ledger,
+        upstreams,
+        clock,
+    });
+    Ok(Gateway {
+        state,
+        writer,
+        generated_master_key,
+    })
+}
+
+/// The master key's digest: from the configuration, else from the store, else
+/// a new key is generated (and returned so the caller can show it once).
+async fn master_key(
+    store: &SharedStore,
+    configured: Option<&Secret>,
+) -> anyhow::Result<([u8; 32], Option<Secret>)> {
+    if let Some(k) = configured {
+        return Ok((keys::digest(k.expose()), None));
+    }
+    if let Some(hex) = store.get_setting(MASTER_KEY_SETTING).await? {
+        return Ok((decode_hex(&hex)?, None));
+    }
+    let key = keys::generate_master();
+    if store
+        .put_setting_if_absent(MASTER_KEY_SETTING, &keys::digest_hex(key.expose()))
+        .await?
+    {
+        return Ok((keys::digest(key.expose()), Some(key)));
+    }
+    let hex = store
+        .get_setting(MASTER_KEY_SETTING)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("master key setting vanished"))?;
+    Ok((decode_hex(&hex)?, None))
+}
+
+fn decode_hex(hex: &str) -> anyhow::Result<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if hex.len() != 64 {
+        anyhow::bail!("stored master key digest is malformed");
+    }
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)?;
+    }
+    Ok(out)
+}
+
+/// Serves until `shutdown` resolves, then drains connections (up to the grace
+/// period), aborts what is left, and flushes the ledger.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Gateway,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let Gateway { state, writer, .. } = gateway;
+    let grace = state.config.server.shutdown_grace;
+    let app = router(state.clone());
+    let limit = Arc::new(Semaphore::new(state.config.server.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut conns = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            p = limit.clone().acquire_owned() => p?,
+        };
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let svc =
+            hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                app.clone().oneshot(req)
+            });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), svc)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        conns.spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+        while conns.try_join_next().is_some() {}
+    }
+    drop(listener);
+    tracing::info!(in_flight = conns.len(), grace = ?grace, "shutting down: no new connections; letting in-flight requests finish");
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!(remaining = conns.len(), "shutdown grace period over; closing the remaining connections");
+        }
+    }
+    conns.shutdown().await;
+    drop(app);
+    drop(state);
+    writer.flush_and_stop().await;
+    tracing::info!("usage ledger flushed; bye");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// A gateway running in the background (tests, quickstart).
+#[derive(Debug)]
+pub struct Running {
+    /// Bound address.
+    pub addr: SocketAddr,
+    /// Shared state (store, config, ...).
+    pub state: AppState,
+    /// Generated master key, if any.
+    pub generated_master_key: Option<Secret>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Graceful shutdown, as on SIGTERM; waits for the ledger flush.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        (&mut self.task).await?
+    }
+}
+
+/// Builds and serves a gateway on `config.listen` in a background task.
+pub async fn spawn(config: Config, clock: Option<SharedClock>) -> anyhow::Result<Running> {
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let mut gateway = build(config, clock).await?;
+    let generated_master_key = gateway.generated_master_key.take();
+    let state = gateway.state.clone();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve(listener, gateway, async move {
+        let _ = stop_rx.await;
+    }));
+    Ok(Running {
+        addr,
+        state,
+        generated_master_key,
+        stop: Some(stop_tx),
+        task,
+    })
+}

@@ -1,0 +1,242 @@
+//! Persistence behind one trait, so the pipeline never knows which database it
+//! talks to. SQLite (embedded, WAL mode) is the default; a Postgres
+//! implementation plugs in behind the same [`Store`] trait.
+
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use sqlite::SqliteStore;
+
+/// A store failure. The pipeline maps every variant to 503 without detail.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or answered with an error.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A row could not be decoded.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The URL names a store this build does not support.
+    #[error("unsupported store url: {0}")]
+    Unsupported(String),
+}
+
+/// A gateway API key as stored (the secret itself never is).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKeyRecord {
+    /// Short public id, also embedded in the key.
+    pub id: String,
+    /// SHA-256 of the full key.
+    pub digest: Vec<u8>,
+    /// Display name.
+    pub name: Option<String>,
+    /// User the key acts for.
+    pub user: Option<String>,
+    /// Team the key belongs to.
+    pub team: Option<String>,
+    /// Model globs; `None` = every configured model.
+    pub models: Option<Vec<String>>,
+    /// Endpoint groups; `None` = the provider's whole allowlist.
+    pub endpoints: Option<Vec<String>>,
+    /// Epoch ms after which the key is refused.
+    pub expires_at: Option<i64>,
+    /// Epoch ms at which the key was revoked.
+    pub revoked_at: Option<i64>,
+    /// Epoch ms.
+    pub created_at: i64,
+    /// Free-form JSON object.
+    pub metadata: serde_json::Value,
+    /// The key this one replaced by rotation.
+    pub rotated_from: Option<String>,
+}
+
+/// A partial update of a key; `None` leaves a field alone, `Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct KeyPatch {
+    /// New name.
+    pub name: Option<Option<String>>,
+    /// New user.
+    pub user: Option<Option<String>>,
+    /// New team.
+    pub team: Option<Option<String>>,
+    /// New model globs.
+    pub models: Option<Option<Vec<String>>>,
+    /// New endpoint groups.
+    pub endpoints: Option<Option<Vec<String>>>,
+    /// New expiry.
+    pub expires_at: Option<Option<i64>>,
+    /// New metadata.
+    pub metadata: Option<serde_json::Value>,
+}
+
+impl KeyPatch {
+    /// Applies the patch to a record.
+    pub fn apply(&self, k: &mut ApiKeyRecord) {
+        if let Some(v) = &self.name {
+            k.name.clone_from(v);
+        }
+        if let Some(v) = &self.user {
+            k.user.clone_from(v);
+        }
+        if let Some(v) = &self.team {
+            k.team.clone_from(v);
+        }
+        if let Some(v) = &self.models {
+            k.models.clone_from(v);
+        }
+        if let Some(v) = &self.endpoints {
+            k.endpoints.clone_from(v);
+        }
+        if let Some(v) = self.expires_at {
+            k.expires_at = v;
+        }
+        if let Some(v) = &self.metadata {
+            k.metadata = v.clone();
+        }
+    }
+}
+
+/// One ledger row.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    /// Epoch ms at which the request arrived.
+    pub ts: i64,
+    /// The `x-request-id`.
+    pub request_id: String,
+    /// Gateway key id.
+    pub key_id: Option<String>,
+    /// User.
+    pub user: Option<String>,
+    /// Team.
+    pub team: Option<String>,
+    /// Provider name.
+    pub provider: Option<String>,
+    /// Model (bare name as sent upstream).
+    pub model: Option<String>,
+    /// Endpoint group.
+    pub endpoint: Option<String>,
+    /// HTTP method.
+    pub method: String,
+    /// Status sent to the client; 499 when the client went away first.
+    pub status: u16,
+    /// Prompt (input) tokens the provider reported.
+    pub prompt_tokens: Option<u64>,
+    /// Completion (output) tokens the provider reported.
+    pub completion_tokens: Option<u64>,
+    /// Whole request, ms.
+    pub latency_ms: u64,
+    /// Time to the first response byte, ms.
+    pub ttfb_ms: Option<u64>,
+    /// Error code for refusals and failures.
+    pub error_code: Option<String>,
+}
+
+/// What `GET /admin/usage` groups by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageGroup {
+    /// Gateway key id.
+    Key,
+    /// User.
+    User,
+    /// Team.
+    Team,
+    /// Model.
+    Model,
+    /// Provider.
+    Provider,
+    /// Endpoint group.
+    Endpoint,
+}
+
+impl UsageGroup {
+    fn column(self) -> &'static str {
+        match self {
+            UsageGroup::Key => "key_id",
+            UsageGroup::User => "user_id",
+            UsageGroup::Team => "team_id",
+            UsageGroup::Model => "model",
+            UsageGroup::Provider => "provider",
+            UsageGroup::Endpoint => "endpoint",
+        }
+    }
+}
+
+/// One row of a usage summary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct UsageRow {
+    /// The group's value (`null` for requests without one).
+    pub group: Option<String>,
+    /// Requests.
+    pub requests: i64,
+    /// Prompt tokens.
+    pub prompt_tokens: i64,
+    /// Completion tokens.
+    pub completion_tokens: i64,
+    /// Requests answered with a status of 400 or more.
+    pub errors: i64,
+}
+
+/// Everything the gateway persists.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Cheap reachability check for `/readyz`.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Adds a key.
+    async fn insert_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+    /// A key by id.
+    async fn get_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// Keys ordered by id, after `after`, at most `limit`.
+    async fn list_keys(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ApiKeyRecord>, StoreError>;
+    /// Applies a patch; `None` if there is no such key.
+    async fn update_key(
+        &self,
+        id: &str,
+        patch: &KeyPatch,
+    ) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// Marks a key revoked; false if there is no such (unrevoked) key.
+    async fn revoke_key(&self, id: &str, at_ms: i64) -> Result<bool, StoreError>;
+    /// Inserts `new` and moves the old key's expiry to `old_expires_at` (if
+    /// earlier), atomically; false if the old key does not exist or is revoked.
+    async fn rotate_key(
+        &self,
+        old_id: &str,
+        new: &ApiKeyRecord,
+        old_expires_at: i64,
+    ) -> Result<bool, StoreError>;
+    /// A setting.
+    async fn get_setting(&self, name: &str) -> Result<Option<String>, StoreError>;
+    /// Stores a setting unless present; true if it was stored.
+    async fn put_setting_if_absent(&self, name: &str, value: &str) -> Result<bool, StoreError>;
+    /// Appends ledger records in one transaction.
+    async fn insert_usage(&self, records: &[UsageRecord]) -> Result<(), StoreError>;
+    /// Sums the ledger by `group` over `[since, until)` (epoch ms).
+    async fn usage_summary(
+        &self,
+        group: UsageGroup,
+        since: Option<i64>,
+        until: Option<i64>,
+    ) -> Result<Vec<UsageRow>, StoreError>;
+    /// Ledger records of one request id (for operators and tests).
+    async fn usage_by_request(&self, request_id: &str) -> Result<Vec<UsageRecord>, StoreError>;
+}
+
+/// Shared handle to the store.
+pub type SharedStore = Arc<dyn Store>;
+
+/// Opens the store named by `url` and applies its migrations.
+pub async fn open(url: &str) -> Result<SharedStore, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url).await?))
+    } else {
+        Err(StoreError::Unsupported(url.to_owned()))
+    }
+}

@@ -1,0 +1,331 @@
+//! The embedded store: SQLite in WAL mode through `sqlx`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use super::{ApiKeyRecord, KeyPatch, Store, StoreError, UsageGroup, UsageRecord, UsageRow};
+
+/// SQLite-backed [`Store`].
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn unavailable(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn json_list(v: &Option<Vec<String>>) -> Option<String> {
+    v.as_ref()
+        .map(|l| serde_json::to_string(l).unwrap_or_else(|_| "[]".into()))
+}
+
+fn parse_list(s: Option<String>) -> Result<Option<Vec<String>>, StoreError> {
+    s.map(|s| serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(e.to_string())))
+        .transpose()
+}
+
+fn u64_to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+const KEY_COLUMNS: &str = "id, digest, name, user_id, team_id, models, endpoints, expires_at, revoked_at, created_at, metadata, rotated_from";
+
+fn key_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ApiKeyRecord, StoreError> {
+    let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+    let metadata: String = row.try_get("metadata").map_err(get)?;
+    Ok(ApiKeyRecord {
+        id: row.try_get("id").map_err(get)?,
+        digest: row.try_get("digest").map_err(get)?,
+        name: row.try_get("name").map_err(get)?,
+        user: row.try_get("user_id").map_err(get)?,
+        team: row.try_get("team_id").map_err(get)?,
+        models: parse_list(row.try_get("models").map_err(get)?)?,
+        endpoints: parse_list(row.try_get("endpoints").map_err(get)?)?,
+        expires_at: row.try_get("expires_at").map_err(get)?,
+        revoked_at: row.try_get("revoked_at").map_err(get)?,
+        created_at: row.try_get("created_at").map_err(get)?,
+        metadata: serde_json::from_str(&metadata)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        rotated_from: row.try_get("rotated_from").map_err(get)?,
+    })
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` and migrates it.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let memory = url.contains(":memory:") || url.contains("mode=memory");
+        let opts = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Unsupported(e.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(if memory {
+                SqliteJournalMode::Memory
+            } else {
+                SqliteJournalMode::Wal
+            })
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(if memory { 1 } else { 4 })
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(opts)
+            .await
+            .map_err(unavailable)?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
+        Ok(SqliteStore { pool })
+    }
+
+    async fn write_key(
+        conn: &mut sqlx::SqliteConnection,
+        k: &ApiKeyRecord,
+        insert: bool,
+    ) -> Result<(), StoreError> {
+        let sql = if insert {
+            "INSERT INTO api_keys (name, user_id, team_id, models, endpoints, expires_at, revoked_at, created_at, metadata, rotated_from, digest, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        } else {
+            "UPDATE api_keys SET name = ?, user_id = ?, team_id = ?, models = ?, endpoints = ?, expires_at = ?, revoked_at = ?, created_at = ?, metadata = ?, rotated_from = ?, digest = ? WHERE id = ?"
+        };
+        sqlx::query(sql)
+            .bind(&k.name)
+            .bind(&k.user)
+            .bind(&k.team)
+            .bind(json_list(&k.models))
+            .bind(json_list(&k.endpoints))
+            .bind(k.expires_at)
+            .bind(k.revoked_at)
+            .bind(k.created_at)
+            .bind(k.metadata.to_string())
+            .bind(&k.rotated_from)
+            .bind(&k.digest)
+            .bind(&k.id)
+            .execute(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn fetch_key(
+        conn: &mut sqlx::SqliteConnection,
+        id: &str,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn insert_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+        Self::write_key(&mut conn, key, true).await
+    }
+
+    async fn get_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+        Self::fetch_key(&mut conn, id).await
+    }
+
+    async fn list_keys(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE id > ? ORDER BY id LIMIT ?"
+        ))
+        .bind(after.unwrap_or(""))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn update_key(
+        &self,
+        id: &str,
+        patch: &KeyPatch,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let Some(mut key) = Self::fetch_key(&mut tx, id).await? else {
+            return Ok(None);
+        };
+        patch.apply(&mut key);
+        Self::write_key(&mut tx, &key, false).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(Some(key))
+    }
+
+    async fn revoke_key(&self, id: &str, at_ms: i64) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(at_ms)
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn rotate_key(
+        &self,
+        old_id: &str,
+        new: &ApiKeyRecord,
+        old_expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let done = sqlx::query(
+            "UPDATE api_keys SET expires_at = MIN(COALESCE(expires_at, ?1), ?1) WHERE id = ?2 AND revoked_at IS NULL",
+        )
+        .bind(old_expires_at)
+        .bind(old_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        Self::write_key(&mut tx, new, true).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(true)
+    }
+
+    async fn get_setting(&self, name: &str) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT value FROM settings WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn put_setting_if_absent(&self, name: &str, value: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("INSERT OR IGNORE INTO settings (name, value) VALUES (?, ?)")
+            .bind(name)
+            .bind(value)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn insert_usage(&self, records: &[UsageRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // 15 columns; SQLite allows 32766 bound parameters, so 1000 rows a statement.
+        for chunk in records.chunks(1000) {
+            let mut qb = sqlx::QueryBuilder::new(
+                "INSERT INTO usage_records (ts, request_id, key_id, user_id, team_id, provider, model, endpoint, method, status, prompt_tokens, completion_tokens, latency_ms, ttfb_ms, error_code) ",
+            );
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(r.ts)
+                    .push_bind(&r.request_id)
+                    .push_bind(&r.key_id)
+                    .push_bind(&r.user)
+                    .push_bind(&r.team)
+                    .push_bind(&r.provider)
+                    .push_bind(&r.model)
+                    .push_bind(&r.endpoint)
+                    .push_bind(&r.method)
+                    .push_bind(i64::from(r.status))
+                    .push_bind(r.prompt_tokens.map(u64_to_i64))
+                    .push_bind(r.completion_tokens.map(u64_to_i64))
+                    .push_bind(u64_to_i64(r.latency_ms))
+                    .push_bind(r.ttfb_ms.map(u64_to_i64))
+                    .push_bind(&r.error_code);
+            });
+            qb.build().execute(&mut *tx).await.map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn usage_summary(
+        &self,
+        group: UsageGroup,
+        since: Option<i64>,
+        until: Option<i64>,
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        let col = group.column();
+        let sql = format!(
+            "SELECT {col} AS grp, COUNT(*) AS requests, COALESCE(SUM(prompt_tokens), 0) AS pt, \
+             COALESCE(SUM(completion_tokens), 0) AS ct, COALESCE(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0) AS errs \
+             FROM usage_records WHERE ts >= ? AND ts < ? GROUP BY {col} ORDER BY {col}"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(since.unwrap_or(i64::MIN))
+            .bind(until.unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                let c = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+                Ok(UsageRow {
+                    group: r.try_get("grp").map_err(c)?,
+                    requests: r.try_get("requests").map_err(c)?,
+                    prompt_tokens: r.try_get("pt").map_err(c)?,
+                    completion_tokens: r.try_get("ct").map_err(c)?,
+                    errors: r.try_get("errs").map_err(c)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn usage_by_request(&self, request_id: &str) -> Result<Vec<UsageRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT ts, request_id, key_id, user_id, team_id, provider, model, endpoint, method, status, \
+             prompt_tokens, completion_tokens, latency_ms, ttfb_ms, error_code FROM usage_records WHERE request_id = ? ORDER BY id",
+        )
+        .bind(request_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                let c = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+                let opt_u64 = |v: Option<i64>| v.map(|v| u64::try_from(v).unwrap_or(0));
+                let status: i64 = r.try_get("status").map_err(c)?;
+                let latency: i64 = r.try_get("latency_ms").map_err(c)?;
+                Ok(UsageRecord {
+                    ts: r.try_get("ts").map_err(c)?,
+                    request_id: r.try_get("request_id").map_err(c)?,
+                    key_id: r.try_get("key_id").map_err(c)?,
+                    user: r.try_get("user_id").map_err(c)?,
+                    team: r.try_get("team_id").map_err(c)?,
+                    provider: r.try_get("provider").map_err(c)?,
+                    model: r.try_get("model").map_err(c)?,
+                    endpoint: r.try_get("endpoint").map_err(c)?,
+                    method: r.try_get("method").map_err(c)?,
+                    status: u16::try_from(status).unwrap_or(0),
+                    prompt_tokens: opt_u64(r.try_get("prompt_tokens").map_err(c)?),
+                    completion_tokens: opt_u64(r.try_get("completion_tokens").map_err(c)?),
+                    latency_ms: u64::try_from(latency).unwrap_or(0),
+                    ttfb_ms: opt_u64(r.try_get("ttfb_ms").map_err(c)?),
+                    error_code: r.try_get("error_code").map_err(c)?,
+                })
+            })
+            .collect()
+    }
+}
