@@ -462,10 +462,12 @@ async fn run_common(
         .get(&assistant_id)
         .cloned()
         .ok_or_else(|| no_assistant(&assistant_id))?;
-    if let ThreadSource::Existing(tid) = &source {
-        if s.store().threads.get(tid).is_none() {
-            return Err(no_thread(tid));
-        }
+    let unknown_thread = match &source {
+        ThreadSource::Existing(tid) => s.store().threads.get(tid).is_none().then(|| tid.clone()),
+        ThreadSource::New(_) => None,
+    };
+    if let Some(tid) = unknown_thread {
+        return Err(no_thread(&tid));
     }
     let model = opt_str(&b, "model")
         .or_else(|| assistant.get("model").and_then(Value::as_str))

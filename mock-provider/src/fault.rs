@@ -114,7 +114,7 @@ pub(crate) fn error_for(status: StatusCode, model: &str, headers: &HeaderMap) ->
             "The engine is currently overloaded, please try again later.",
         ),
         504 => ApiError::new(status, "server_error", "Gateway timeout."),
-        500..=599 => ApiError::new(status, "server_error", format!("Mock server error {n}.")),
+        _ if status.is_server_error() => ApiError::new(status, "server_error", format!("Mock server error {n}.")),
         _ => ApiError::new(
             status,
             "invalid_request_error",

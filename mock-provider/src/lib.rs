@@ -219,6 +219,8 @@ pub struct MockProvider {
     addr: SocketAddr,
     shared: Arc<Shared>,
     task: Option<JoinHandle<()>>,
+    /// Dropping it ends the server's HTTP/2 stream tasks.
+    closed: Option<tokio::sync::watch::Sender<()>>,
 }
 
 impl std::fmt::Debug for MockProvider {
@@ -238,11 +240,13 @@ impl MockProvider {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(opts));
         let app = router::build(shared.clone());
-        let task = tokio::spawn(server::serve(listener, shared.clone(), app));
+        let (closed, closed_rx) = tokio::sync::watch::channel(());
+        let task = tokio::spawn(server::serve(listener, shared.clone(), app, closed_rx));
         Ok(MockProvider {
             addr,
             shared,
             task: Some(task),
+            closed: Some(closed),
         })
     }
 
@@ -282,6 +286,7 @@ impl MockProvider {
     /// Stops the server: stops accepting and drops every open connection
     /// (including hanging ones).
     pub async fn shutdown(mut self) {
+        self.closed.take();
         if let Some(task) = self.task.take() {
             task.abort();
             let _ = task.await;
@@ -291,6 +296,7 @@ impl MockProvider {
 
 impl Drop for MockProvider {
     fn drop(&mut self) {
+        self.closed.take();
         if let Some(task) = self.task.take() {
             task.abort();
         }

@@ -282,13 +282,16 @@ pub(crate) async fn create(
     body: Bytes,
 ) -> ApiResult {
     let p = plan(&s, &body)?;
-    if let Some(prev) = p.body.get("previous_response_id").and_then(Value::as_str) {
-        if s.store().responses.get(prev).is_none() {
-            return Err(ApiError::not_found(format!(
-                "Previous response with id '{prev}' not found."
-            ))
-            .param("previous_response_id"));
-        }
+    let unknown_prev = p
+        .body
+        .get("previous_response_id")
+        .and_then(Value::as_str)
+        .filter(|prev| s.store().responses.get(prev).is_none());
+    if let Some(prev) = unknown_prev {
+        return Err(
+            ApiError::not_found(format!("Previous response with id '{prev}' not found."))
+                .param("previous_response_id"),
+        );
     }
     p.fault.before_headers(&p.model, &headers).await?;
     let r = render(&s, &p);

@@ -11,9 +11,10 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::Request;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
@@ -21,10 +22,39 @@ use crate::RecordedRequest;
 use crate::error::ApiError;
 use crate::router::Shared;
 
+/// Spawns hyper's background futures (HTTP/2 streams) so that they end when
+/// the server is closed (when the [`watch::Sender`] is dropped).
+#[derive(Clone)]
+struct Exec {
+    closed: watch::Receiver<()>,
+}
+
+impl<F> hyper::rt::Executor<F> for Exec
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        let mut closed = self.closed.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = fut => {}
+                _ = closed.changed() => {}
+            }
+        });
+    }
+}
+
 /// Accepts connections until the task is aborted. Connections run in a
-/// [`JoinSet`] owned by this task, so aborting it closes them all.
-pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, app: Router) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+/// [`JoinSet`] owned by this task, so aborting it closes them all; HTTP/2
+/// stream tasks stop when `closed`'s sender is dropped.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    app: Router,
+    closed: watch::Receiver<()>,
+) {
+    let mut builder = auto::Builder::new(Exec { closed });
     builder.http2().max_concurrent_streams(1024);
     let mut conns: JoinSet<()> = JoinSet::new();
     loop {

@@ -34,6 +34,10 @@ impl Tail {
     }
 }
 
+/// Pause before failing a dying body, so that the chunks before it reach
+/// the client first.
+const DIE_FLUSH_DELAY: Duration = Duration::from_millis(10);
+
 struct State {
     events: std::vec::IntoIter<Bytes>,
     first: bool,
@@ -73,13 +77,18 @@ pub(crate) fn stream_response(
                 tokio::time::sleep(FOREVER).await;
                 None
             }
-            Tail::Die => Some((
-                Err(io::Error::new(
-                    io::ErrorKind::ConnectionAborted,
-                    "mock-die-mid-stream: aborting the response body",
-                )),
-                st,
-            )),
+            Tail::Die => {
+                // Let hyper flush what was sent so far (it flushes when the
+                // body is pending), then fail the body.
+                tokio::time::sleep(DIE_FLUSH_DELAY).await;
+                Some((
+                    Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "mock-die-mid-stream: aborting the response body",
+                    )),
+                    st,
+                ))
+            }
         }
     });
     let mut resp = Response::new(Body::from_stream(stream));

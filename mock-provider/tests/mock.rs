@@ -195,7 +195,7 @@ async fn stream_with_include_usage() {
     .unwrap();
     let data = sse_data(&text);
     assert_eq!(data.len(), 7);
-    assert!(!text.contains("usage"));
+    assert!(!text.contains("\"usage\""));
 
     // mock-no-usage ignores include_usage.
     let text = post(
@@ -209,7 +209,7 @@ async fn stream_with_include_usage() {
     .await
     .unwrap();
     assert_eq!(sse_data(&text).len(), 7);
-    assert!(!text.contains("usage"));
+    assert!(!text.contains("\"usage\""));
 
     // Legacy completions stream the same way.
     let text = post(
