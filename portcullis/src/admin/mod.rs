@@ -60,6 +60,25 @@ fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// A time given as a JSON string (RFC 3339 or Unix seconds) or a JSON integer
+/// of Unix seconds, kept as text for [`parse_expiry`].
+fn time_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum TimeInput {
+        Secs(i64),
+        Text(String),
+    }
+    Ok(Option::<TimeInput>::deserialize(d)?.map(|t| match t {
+        TimeInput::Secs(s) => s.to_string(),
+        TimeInput::Text(s) => s,
+    }))
+}
+
+fn double_time_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    time_text(d).map(Some)
+}
+
 /// Body of `POST /admin/keys`.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -74,7 +93,8 @@ pub struct CreateKey {
     pub models: Option<Vec<String>>,
     /// Endpoint groups (`chat`, `embeddings`, ...); absent = the provider's allowlist.
     pub endpoints: Option<Vec<String>>,
-    /// RFC 3339 time or Unix seconds after which the key is refused.
+    /// RFC 3339 time or Unix seconds (string or integer) after which the key is refused.
+    #[serde(default, deserialize_with = "time_text")]
     pub expires_at: Option<String>,
     /// Free-form JSON object.
     #[schema(value_type = Option<Object>)]
@@ -105,13 +125,14 @@ pub struct PatchKey {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<Vec<String>>)]
     pub endpoints: Option<Option<Vec<String>>>,
-    /// Expiry (RFC 3339 or Unix seconds).
-    #[serde(default, deserialize_with = "double_option")]
+    /// Expiry (RFC 3339 or Unix seconds, string or integer).
+    #[serde(default, deserialize_with = "double_time_text")]
     #[schema(value_type = Option<String>)]
     pub expires_at: Option<Option<String>>,
-    /// Metadata object (replaces the old one).
+    /// Metadata object (replaces the old one; `null` empties it).
+    #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<Object>)]
-    pub metadata: Option<serde_json::Value>,
+    pub metadata: Option<Option<serde_json::Value>>,
 }
 
 /// Body of `POST /admin/keys/{id}/rotate`.
@@ -211,12 +232,13 @@ pub fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Res
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::BadRequest {
-            message: format!("Invalid request body: {e}"),
-            param: None,
-        },
-        _ => ApiError::InvalidJson(e.to_string()),
+    // Syntax first, then shape: a truncated body whose first value already has
+    // the wrong type (`[1, 2`) is invalid JSON, not a wrong field.
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    T::deserialize(value).map_err(|e| ApiError::BadRequest {
+        message: format!("Invalid request body: {e}"),
+        param: None,
     })
 }
 
@@ -384,7 +406,7 @@ pub async fn update_key(
         req.models.as_ref().and_then(Option::as_ref),
         req.endpoints.as_ref().and_then(Option::as_ref),
     )?;
-    check_metadata(req.metadata.as_ref())?;
+    check_metadata(req.metadata.as_ref().and_then(Option::as_ref))?;
     let patch = KeyPatch {
         name: req.name,
         user: req.user,
@@ -395,7 +417,9 @@ pub async fn update_key(
             .expires_at
             .map(|e| e.as_deref().map(parse_expiry).transpose())
             .transpose()?,
-        metadata: req.metadata,
+        metadata: req
+            .metadata
+            .map(|m| m.unwrap_or_else(|| serde_json::json!({}))),
     };
     let k = state
         .store

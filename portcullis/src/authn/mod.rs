@@ -205,15 +205,22 @@ pub fn credential<'a>(
     Ok(found)
 }
 
+/// Checks every pair both as sent and percent-decoded, so `k%65y=...` (which a
+/// provider would decode to `key`) is caught like `key=...`.
 fn query_has_credential(q: &str) -> bool {
-    q.split('&').any(|pair| {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let lname = name.to_ascii_lowercase();
+    let looks_like = |name: &str, value: &str| {
+        let lname = name.trim().to_ascii_lowercase();
+        let value = value.trim_start();
         CREDENTIAL_QUERY_PARAMS.contains(&lname.as_str())
             || value.starts_with(keys::KEY_PREFIX)
             || value.starts_with(keys::MASTER_PREFIX)
             || value.starts_with("sk-")
-    })
+    };
+    q.split('&').any(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        looks_like(name, value)
+    }) || serde_urlencoded::from_str::<Vec<(String, String)>>(q)
+        .is_ok_and(|pairs| pairs.iter().any(|(n, v)| looks_like(n, v)))
 }
 
 /// The authentication layer around every route.
@@ -275,6 +282,14 @@ mod tests {
         ));
         assert!(matches!(
             credential(&h, Some("x=pcs_abc")),
+            Err(ApiError::CredentialInQuery)
+        ));
+        assert!(matches!(
+            credential(&h, Some("k%65y=AIza123")),
+            Err(ApiError::CredentialInQuery)
+        ));
+        assert!(matches!(
+            credential(&h, Some("x=pcs%5Fabc")),
             Err(ApiError::CredentialInQuery)
         ));
         assert!(

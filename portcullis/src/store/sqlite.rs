@@ -167,7 +167,15 @@ impl Store for SqliteStore {
         id: &str,
         patch: &KeyPatch,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // Read-modify-write: take the write lock up front. A deferred
+        // transaction that reads first fails with SQLITE_BUSY_SNAPSHOT (no
+        // busy-timeout retry) whenever another writer, e.g. the ledger,
+        // commits in between.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(unavailable)?;
         let Some(mut key) = Self::fetch_key(&mut tx, id).await? else {
             return Ok(None);
         };
