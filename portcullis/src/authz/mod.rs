@@ -146,7 +146,7 @@ pub async fn authorize(
         return Err(ApiError::EndpointNotAllowed(group));
     }
     if let Some(list) = principal.endpoints()
-        && !list.iter().any(|g| *g == group)
+        && !list.contains(&group)
     {
         return Err(ApiError::EndpointNotAllowed(group));
     }
@@ -157,7 +157,7 @@ pub async fn authorize(
     }
 
     let body = match (&model, &requested) {
-        (Some(bare), Some(sent)) if bare != sent && is_json(req.content_type) => {
+        (Some(bare), Some(sent)) if bare != sent && !is_multipart(req.content_type) => {
             rewrite_model(&req.body, bare)?
         }
         _ => req.body,
@@ -252,6 +252,10 @@ struct ModelOnly<'a> {
 
 /// Reads the `model` a request names: the JSON body's `model`, or a multipart
 /// form's `model` field. Invalid JSON is refused here (400).
+///
+/// A body that looks like a JSON object is read (strictly) as JSON whatever
+/// its declared `content-type`: providers parse it regardless, so a
+/// `text/plain` label must not carry a model past the key's globs.
 pub async fn requested_model(
     content_type: Option<&str>,
     body: &Bytes,
@@ -262,7 +266,8 @@ pub async fn requested_model(
     if is_multipart(content_type) {
         return multipart_model(content_type.unwrap_or(""), body.clone()).await;
     }
-    if !is_json(content_type) {
+    let looks_like_object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    if !is_json(content_type) && !looks_like_object {
         return Ok(None);
     }
     match serde_json::from_slice::<ModelOnly<'_>>(body) {
@@ -283,17 +288,23 @@ async fn multipart_model(content_type: &str, body: Bytes) -> Result<Option<Strin
     let boundary = multer::parse_boundary(content_type).map_err(|_| bad("no boundary"))?;
     let stream = futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(body) });
     let mut form = multer::Multipart::new(stream, boundary);
+    // Read the whole form: a second `model` field could be the one the provider uses.
+    let mut model = None;
     loop {
         match form.next_field().await {
             Ok(Some(field)) if field.name() == Some("model") => {
-                return field
-                    .text()
-                    .await
-                    .map(Some)
-                    .map_err(|_| bad("unreadable model field"));
+                if model.is_some() {
+                    return Err(bad("more than one `model` field"));
+                }
+                model = Some(
+                    field
+                        .text()
+                        .await
+                        .map_err(|_| bad("unreadable model field"))?,
+                );
             }
             Ok(Some(_)) => {}
-            Ok(None) => return Ok(None),
+            Ok(None) => return Ok(model),
             Err(_) => return Err(bad("cannot parse form")),
         }
     }

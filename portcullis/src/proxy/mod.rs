@@ -152,7 +152,7 @@ async fn respond(
     let status = parts.status;
     let idle = permit.provider().timeouts.idle;
     if status.is_client_error() || status.is_server_error() {
-        return upstream_error(state, permit, status, body, meter).await;
+        return upstream_error(state, permit, status, &parts.headers, body, meter).await;
     }
     let kind = TapKind::of(
         parts
@@ -169,11 +169,13 @@ async fn respond(
 
 /// Upstream error bodies are small: read them (bounded), pass the provider's
 /// message on in OpenAI's shape with anything key-like removed. A provider
-/// refusing the gateway's own key is the operator's problem: 502.
+/// refusing the gateway's own key is the operator's problem: 502. The
+/// provider's rate-limit hints go along, and a 429 always carries `Retry-After`.
 async fn upstream_error(
     state: &AppState,
     permit: &Permit,
     status: StatusCode,
+    headers: &http::HeaderMap,
     body: hyper::body::Incoming,
     mut meter: Meter,
 ) -> Response {
@@ -215,7 +217,14 @@ async fn upstream_error(
         None,
         Some(code.as_deref().unwrap_or("upstream_error")),
     );
-    (status, axum::Json(out)).into_response()
+    let mut resp = (status, axum::Json(out)).into_response();
+    upstream::forward_rate_limit_headers(headers, resp.headers_mut());
+    if status == StatusCode::TOO_MANY_REQUESTS && !resp.headers().contains_key(header::RETRY_AFTER)
+    {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
 }
 
 fn log_refusal(rid: &RequestId, e: &ApiError) {

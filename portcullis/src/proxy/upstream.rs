@@ -143,6 +143,17 @@ pub fn forward_response_headers(from: &HeaderMap, to: &mut HeaderMap) {
     }
 }
 
+/// Copies the rate-limit hints of a provider's error response (`retry-after`,
+/// `retry-after-ms`, `x-ratelimit-*`), so that SDKs back off as the provider asks.
+pub fn forward_rate_limit_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    for (name, value) in from {
+        let n = name.as_str();
+        if n == "retry-after" || n == "retry-after-ms" || n.starts_with("x-ratelimit-") {
+            to.append(name.clone(), value.clone());
+        }
+    }
+}
+
 /// Sets the provider's own credential in the header it expects.
 pub fn set_provider_auth(p: &ProviderConfig, headers: &mut HeaderMap) -> Result<(), ApiError> {
     if let Some(key) = &p.api_key {

@@ -17,29 +17,20 @@ pub const MASTER: &str = "pcm_test-master-key-0123456789abcdef";
 pub const PROVIDER_KEY: &str = "sk-provider-secret-key-abcdefghijklmnop";
 
 /// Knobs for [`Harness::start_with`].
+#[derive(Default)]
 pub struct Opts {
     /// Mock behaviour.
     pub mock: MockOptions,
     /// Extra YAML appended to the provider entry (indented 4 spaces), e.g. timeouts.
+    /// May also append further providers (`  - name: ...`); [`MOCK_BASE_URL`] in it is
+    /// replaced by the mock's base URL.
     pub provider_extra: String,
-    /// Extra top-level YAML.
+    /// Extra top-level YAML ([`MOCK_BASE_URL`] is replaced as in `provider_extra`).
     pub top_extra: String,
     /// Use a manual clock starting at this epoch ms.
     pub manual_clock: Option<i64>,
     /// Point the provider at this base URL instead of the mock.
     pub base_url_override: Option<String>,
-}
-
-impl Default for Opts {
-    fn default() -> Self {
-        Opts {
-            mock: MockOptions::default(),
-            provider_extra: String::new(),
-            top_extra: String::new(),
-            manual_clock: None,
-            base_url_override: None,
-        }
-    }
 }
 
 /// A running mock provider + gateway.
@@ -51,6 +42,9 @@ pub struct Harness {
     pub clock: Option<Arc<ManualClock>>,
     pub dir: tempfile::TempDir,
 }
+
+/// Placeholder in [`Opts::provider_extra`] / [`Opts::top_extra`] for the mock's base URL.
+pub const MOCK_BASE_URL: &str = "@MOCK_BASE_URL@";
 
 /// The models the test provider lists.
 pub const MODELS: &str = "[gpt-4o-mini, gpt-4o, text-embedding-3-small, mock-hang, mock-hang-mid-stream, mock-die-mid-stream, mock-error-400, mock-error-401, mock-error-429, mock-error-500, mock-no-usage]";
@@ -72,8 +66,8 @@ impl Harness {
         let yaml = format!(
             "listen: 127.0.0.1:0\ndatabase: sqlite://{db}\nadmin:\n  master_key: {MASTER}\nproviders:\n  - name: openai\n    kind: openai\n    base_url: {base}\n    api_key: {PROVIDER_KEY}\n    models: {MODELS}\n    allowed_endpoints: [chat, completions, embeddings, responses, models, moderations, images, audio, files, uploads, assistants, threads, vector_stores, conversations, batches]\n{extra}{top}",
             db = dir.path().join("portcullis.db").display(),
-            extra = opts.provider_extra,
-            top = opts.top_extra,
+            extra = opts.provider_extra.replace(MOCK_BASE_URL, &mock.base_url()),
+            top = opts.top_extra.replace(MOCK_BASE_URL, &mock.base_url()),
         );
         let env = |_: &str| None;
         let config = Config::from_yaml(&yaml, &env, ConfigSource::Defaults)
@@ -183,4 +177,118 @@ pub async fn assert_error(resp: reqwest::Response, status: u16, code: &str) -> V
     assert!(e.get("param").is_some(), "no param: {v}");
     assert_eq!(e["code"].as_str(), Some(code), "wrong code: {v}");
     v
+}
+
+/// A response read off a raw socket by [`raw_http`].
+#[derive(Debug)]
+pub struct RawResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names lower-case.
+    pub headers: Vec<(String, String)>,
+    /// The (de-chunked) body.
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// The first value of header `name` (lower-case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body_text()))
+    }
+
+    /// The body as (lossy) text.
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends `request` byte for byte over a fresh TCP connection to the gateway at
+/// `url` (`http://host:port`) and reads the response until the server closes.
+/// Nothing normalises the request target, so hostile paths arrive as written.
+/// The request should carry `Connection: close`.
+pub async fn raw_http(url: &str, request: &[u8]) -> RawResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.strip_prefix("http://").unwrap_or(url);
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut buf))
+        .await
+        .expect("raw response timed out")
+        .unwrap();
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end: {:?}", String::from_utf8_lossy(&buf)));
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let raw_body = &buf[split + 4..];
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        let mut out = Vec::new();
+        let mut rest = raw_body;
+        while let Some(nl) = rest.windows(2).position(|w| w == b"\r\n") {
+            let size_text = String::from_utf8_lossy(&rest[..nl]).into_owned();
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                .unwrap_or(0);
+            rest = &rest[nl + 2..];
+            if size == 0 || rest.len() < size {
+                break;
+            }
+            out.extend_from_slice(&rest[..size]);
+            rest = rest.get(size + 2..).unwrap_or_default();
+        }
+        out
+    } else {
+        let len = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+            .unwrap_or(raw_body.len());
+        raw_body[..len.min(raw_body.len())].to_vec()
+    };
+    RawResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A raw HTTP/1.1 request with `Connection: close`: `method target`, the
+/// given extra header lines (each without CRLF) and a body.
+pub fn raw_request(method: &str, target: &str, headers: &[&str], body: &[u8]) -> Vec<u8> {
+    let mut r =
+        format!("{method} {target} HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n");
+    for h in headers {
+        r.push_str(h);
+        r.push_str("\r\n");
+    }
+    if !body.is_empty() {
+        r.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    r.push_str("\r\n");
+    let mut bytes = r.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
 }
