@@ -408,7 +408,7 @@ async fn a_model_cannot_be_smuggled_past_the_glob_check() {
         .await
         .unwrap();
     assert_error(resp, 400, "invalid_json").await;
-    // A body that is not JSON at all is still forwarded as it is.
+    // A body that is not JSON at all names no model: a restricted key is refused.
     let resp = h
         .http
         .post(format!("{}/v1/chat/completions", h.url))
@@ -418,9 +418,8 @@ async fn a_model_cannot_be_smuggled_past_the_glob_check() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 400, "the mock refuses it");
-    assert_eq!(h.mock.request_count(), 1);
-    h.mock.clear();
+    assert_error(resp, 400, "invalid_request").await;
+    assert_eq!(h.mock.request_count(), 0);
 
     // A multipart form naming two models.
     let form = reqwest::multipart::Form::new()
@@ -860,5 +859,33 @@ async fn unknown_provider_is_404() {
     let rec = h.usage_record(&id).await;
     assert_eq!(rec.status, 404);
     assert_eq!(h.mock.request_count(), 0);
+    h.stop().await;
+}
+
+/// A key limited by model globs cannot leave the model choice to the provider's default.
+#[tokio::test]
+async fn a_restricted_key_must_name_a_model() {
+    let h = Harness::start().await;
+    let (_, key) = h
+        .create_key(serde_json::json!({"models": ["gpt-4o*"]}))
+        .await;
+    for body in [
+        serde_json::json!({"messages": [{"role": "user", "content": "hi"}]}),
+        serde_json::json!({"model": null, "messages": [{"role": "user", "content": "hi"}]}),
+    ] {
+        let resp = h.chat(&key, body).await;
+        let v = assert_error(resp, 400, "invalid_request").await;
+        assert_eq!(v["error"]["param"], "model");
+    }
+    assert_eq!(h.mock.request_count(), 0);
+    // An unrestricted key may omit it (the provider decides).
+    let free = h.key().await;
+    let resp = h
+        .chat(
+            &free,
+            serde_json::json!({"messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_ne!(resp.status(), 403);
     h.stop().await;
 }

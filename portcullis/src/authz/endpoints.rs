@@ -66,6 +66,18 @@ pub const COMPATIBLE_DEFAULT: &[&str] = &[
 /// `AdminApiKeyAuth` operations live under them).
 pub const NEVER: &[&str] = &["organization", "projects"];
 
+/// Groups whose requests pick a model (the provider applies a default when
+/// none is named): a key limited to some models must name one there.
+pub const MODEL_GROUPS: &[&str] = &[
+    "chat",
+    "completions",
+    "embeddings",
+    "responses",
+    "moderations",
+    "images",
+    "audio",
+];
+
 /// The default allowlist of a kind.
 pub fn default_allowlist(kind: ProviderKind) -> &'static [&'static str] {
     match kind {

@@ -155,6 +155,18 @@ pub async fn authorize(
     {
         return Err(ApiError::ModelNotAllowed(m.to_owned()));
     }
+    // A key limited to some models may not leave the choice to the provider's default.
+    if model.is_none()
+        && principal.models().is_some()
+        && endpoints::MODEL_GROUPS.contains(&group.as_str())
+    {
+        return Err(ApiError::BadRequest {
+            message:
+                "This key is limited to certain models, so the request must name one in `model`."
+                    .into(),
+            param: Some("model"),
+        });
+    }
 
     let body = match (&model, &requested) {
         (Some(bare), Some(sent)) if bare != sent && !is_multipart(req.content_type) => {
