@@ -62,6 +62,41 @@ pub struct FileConfig {
     ledger: LedgerFile,
     #[serde(default)]
     log: LogFile,
+    #[serde(default)]
+    auth: AuthFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthFile {
+    disabled: Option<bool>,
+    public_paths: Option<Vec<String>>,
+    #[serde(default)]
+    static_keys: Vec<StaticKeyFile>,
+    lockout: Option<LockoutFile>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StaticKeyFile {
+    name: String,
+    key: Option<Secret>,
+    key_file: Option<PathBuf>,
+    user: Option<String>,
+    team: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LockoutFile {
+    enabled: Option<bool>,
+    max_failed_attempts: Option<u32>,
+    window_seconds: Option<u64>,
+    block_seconds: Option<u64>,
+    block_multiplier: Option<u32>,
+    max_block_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -156,8 +191,68 @@ pub struct Config {
     pub ledger: LedgerConfig,
     /// Log settings.
     pub log: LogConfig,
+    /// Authentication settings.
+    pub auth: AuthConfig,
     /// Where this configuration came from.
     pub source: ConfigSource,
+}
+
+/// Paths that need no credential unless `auth.public_paths` says otherwise.
+pub const DEFAULT_PUBLIC_PATHS: &[&str] = &["/healthz", "/readyz"];
+
+/// Authentication settings.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Every request is anonymous (development only).
+    pub disabled: bool,
+    /// Exact paths that need no credential.
+    pub public_paths: Vec<String>,
+    /// Shared keys, each an identity of its own.
+    pub static_keys: Vec<StaticKey>,
+    /// Per-address lockout after failed authentications; `None` = off.
+    pub lockout: Option<LockoutConfig>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// A shared key from the configuration.
+#[derive(Debug, Clone)]
+pub struct StaticKey {
+    /// Name; the principal's key id is `static:<name>`.
+    pub name: String,
+    /// The key.
+    pub key: Secret,
+    /// User it acts for.
+    pub user: Option<String>,
+    /// Team.
+    pub team: Option<String>,
+}
+
+/// Lockout against guessing.
+#[derive(Debug, Clone, Copy)]
+pub struct LockoutConfig {
+    /// Failures within `window` that trigger a block.
+    pub max_failed_attempts: u32,
+    /// Window over which failures are counted.
+    pub window: Duration,
+    /// First block.
+    pub block: Duration,
+    /// Each further block is this many times longer.
+    pub block_multiplier: u32,
+    /// Longest block.
+    pub max_block: Duration,
+}
+
+impl Default for LockoutConfig {
+    fn default() -> Self {
+        LockoutConfig {
+            max_failed_attempts: 5,
+            window: Duration::from_secs(900),
+            block: Duration::from_secs(30),
+            block_multiplier: 2,
+            max_block: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// Where a configuration came from.
@@ -737,6 +832,8 @@ fn validate(
         ));
     }
 
+    let auth = validate_auth(file.auth, env, &mut errors);
+
     if !errors.is_empty() {
         return Err(ConfigErrors {
             source: match source {
@@ -756,8 +853,153 @@ fn validate(
         server,
         ledger,
         log,
+        auth,
         source,
     })
+}
+
+fn env_true(v: Option<String>) -> bool {
+    v.is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+}
+
+fn validate_auth(
+    file: AuthFile,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+) -> AuthConfig {
+    let disabled = file.disabled.unwrap_or(false) || env_true(env("PORTCULLIS_DISABLE_AUTH"));
+    let public_paths = file.public_paths.unwrap_or_else(|| {
+        DEFAULT_PUBLIC_PATHS
+            .iter()
+            .map(|p| (*p).to_owned())
+            .collect()
+    });
+    for (i, p) in public_paths.iter().enumerate() {
+        if !p.starts_with('/') || p.starts_with("/admin") {
+            errors.push(err(
+                format!("auth.public_paths[{i}]"),
+                format!("`{p}` must be an absolute path outside /admin"),
+            ));
+        }
+    }
+    let mut static_keys = Vec::new();
+    let mut names = HashSet::new();
+    for (i, k) in file.static_keys.into_iter().enumerate() {
+        let at = |f: &str| format!("auth.static_keys[{i}].{f}");
+        if k.name.is_empty() || !names.insert(k.name.clone()) {
+            errors.push(err(
+                at("name"),
+                format!("`{}` must be a unique, non-empty name", k.name),
+            ));
+        }
+        let key = match (k.key.filter(|k| !k.is_empty()), k.key_file) {
+            (Some(key), None) => Some(key),
+            (None, Some(path)) => match std::fs::read_to_string(&path) {
+                Ok(text) => Some(Secret::new(text.trim().to_owned())),
+                Err(e) => {
+                    errors.push(err(
+                        at("key_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    ));
+                    None
+                }
+            },
+            _ => {
+                errors.push(err(at("key"), "set exactly one of `key` and `key_file`"));
+                None
+            }
+        };
+        if let Some(key) = key {
+            let v = key.expose();
+            if v.len() < 16 {
+                errors.push(err(at("key"), "must be at least 16 characters"));
+            } else if v.starts_with(crate::authn::keys::KEY_PREFIX)
+                || v.starts_with(crate::authn::keys::MASTER_PREFIX)
+                || v.matches('.').count() == 2
+                || v.contains(char::is_whitespace)
+            {
+                errors.push(err(
+                    at("key"),
+                    "must not look like a gateway key, a master key or a JWT, nor contain spaces",
+                ));
+            } else {
+                static_keys.push(StaticKey {
+                    name: k.name,
+                    key,
+                    user: k.user,
+                    team: k.team,
+                });
+            }
+        }
+    }
+    let lockout = match file.lockout {
+        Some(LockoutFile {
+            enabled: Some(false),
+            ..
+        }) => None,
+        Some(l) => {
+            let d = LockoutConfig::default();
+            let c = LockoutConfig {
+                max_failed_attempts: l.max_failed_attempts.unwrap_or(d.max_failed_attempts),
+                window: l.window_seconds.map_or(d.window, Duration::from_secs),
+                block: l.block_seconds.map_or(d.block, Duration::from_secs),
+                block_multiplier: l.block_multiplier.unwrap_or(d.block_multiplier),
+                max_block: l.max_block_seconds.map_or(d.max_block, Duration::from_secs),
+            };
+            if c.max_failed_attempts == 0
+                || c.window.is_zero()
+                || c.block.is_zero()
+                || c.block_multiplier == 0
+            {
+                errors.push(err(
+                    "auth.lockout",
+                    "max_failed_attempts, window_seconds, block_seconds and block_multiplier must be greater than zero (use enabled: false to turn it off)",
+                ));
+            }
+            if c.max_block < c.block {
+                errors.push(err(
+                    "auth.lockout.max_block_seconds",
+                    "must be at least block_seconds",
+                ));
+            }
+            Some(c)
+        }
+        None => Some(LockoutConfig::default()),
+    };
+    let mut trusted_proxies = Vec::new();
+    for (i, p) in file.trusted_proxies.iter().enumerate() {
+        let parsed = p
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(n) => trusted_proxies.push(n),
+            Err(_) => errors.push(err(
+                format!("auth.trusted_proxies[{i}]"),
+                format!("`{p}` is not an address or CIDR block"),
+            )),
+        }
+    }
+    AuthConfig {
+        disabled,
+        public_paths,
+        static_keys,
+        lockout,
+        trusted_proxies,
+    }
+}
+
+impl Config {
+    /// With authentication disabled, listening beyond loopback needs an explicit opt-in.
+    pub fn check_insecure_listen(&self, allow_insecure_public: bool) -> Result<(), String> {
+        if self.auth.disabled && !self.listen.ip().is_loopback() && !allow_insecure_public {
+            return Err(format!(
+                "authentication is disabled and `listen` is {}, which is not a loopback address: refusing to serve. \
+                 Listen on 127.0.0.1, enable authentication, or pass --allow-insecure-public.",
+                self.listen
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Config {

@@ -37,6 +37,15 @@ pub enum ApiError {
     /// 401: the admin API needs the master key.
     #[error("admin credential required: {0}")]
     AdminUnauthorized(&'static str),
+    /// 429: this address failed authentication too often.
+    #[error("locked out for {0:?}")]
+    LockedOut(std::time::Duration),
+    /// 403: the user is disabled.
+    #[error("user disabled")]
+    UserDisabled,
+    /// 503: the identity provider's key set cannot be fetched and none is cached.
+    #[error("identity provider unavailable: {0}")]
+    IdentityProviderUnavailable(String),
     /// 403: the endpoint group is not on the provider's or the key's allowlist.
     #[error("endpoint group `{0}` not allowed")]
     EndpointNotAllowed(String),
@@ -91,7 +100,9 @@ impl ApiError {
             InvalidApiKey(_) | MultipleCredentials | CredentialInQuery | AdminUnauthorized(_) => {
                 StatusCode::UNAUTHORIZED
             }
-            EndpointNotAllowed(_) | ModelNotAllowed(_) => StatusCode::FORBIDDEN,
+            EndpointNotAllowed(_) | ModelNotAllowed(_) | UserDisabled => StatusCode::FORBIDDEN,
+            LockedOut(_) => StatusCode::TOO_MANY_REQUESTS,
+            IdentityProviderUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             NotFound | ModelNotFound(_) => StatusCode::NOT_FOUND,
             InvalidPath(_) | InvalidJson(_) | BadRequest { .. } => StatusCode::BAD_REQUEST,
             BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -110,6 +121,9 @@ impl ApiError {
                 "invalid_api_key"
             }
             EndpointNotAllowed(_) => "endpoint_not_allowed",
+            LockedOut(_) => "too_many_failed_attempts",
+            UserDisabled => "user_disabled",
+            IdentityProviderUnavailable(_) => "identity_provider_unavailable",
             ModelNotAllowed(_) => "model_not_allowed",
             NotFound => "not_found",
             ModelNotFound(_) => "model_not_found",
@@ -130,6 +144,7 @@ impl ApiError {
         match self.status() {
             StatusCode::UNAUTHORIZED => "authentication_error",
             StatusCode::FORBIDDEN => "permission_error",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
             s if s.is_server_error() => "api_error",
             _ => "invalid_request_error",
         }
@@ -141,6 +156,7 @@ impl ApiError {
         match self {
             UpstreamUnavailable(_) | UpstreamAuth | UpstreamTimeout(_) => Fault::Upstream,
             StoreUnavailable(_) | Internal(_) => Fault::Gateway,
+            IdentityProviderUnavailable(_) => Fault::Upstream,
             _ => Fault::Client,
         }
     }
@@ -161,6 +177,14 @@ impl ApiError {
                 "Credentials are not accepted in the query string; send them in a header.".into()
             }
             AdminUnauthorized(_) => "The admin API needs the master key.".into(),
+            LockedOut(d) => format!(
+                "Too many failed authentication attempts from your address; try again in {} seconds.",
+                d.as_secs().max(1)
+            ),
+            UserDisabled => "This user has been disabled by the gateway's administrator.".into(),
+            IdentityProviderUnavailable(_) => {
+                "The identity provider's signing keys cannot be fetched right now; try again shortly.".into()
+            }
             EndpointNotAllowed(g) => format!("The endpoint `{g}` is not allowed through this gateway for this key."),
             ModelNotAllowed(m) => format!("This key may not use the model `{m}`."),
             NotFound => "Not found.".into(),
@@ -205,6 +229,12 @@ impl IntoResponse for ApiError {
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let ApiError::LockedOut(d) = &self {
+            let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+            if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut()

@@ -35,6 +35,12 @@ enum Command {
         /// Override `database`.
         #[arg(long)]
         database: Option<String>,
+        /// Development only: every request is anonymous (also `auth.disabled`, PORTCULLIS_DISABLE_AUTH=true).
+        #[arg(long)]
+        disable_auth: bool,
+        /// Allow `--disable-auth` on a non-loopback address.
+        #[arg(long)]
+        allow_insecure_public: bool,
     },
     /// Start a mock provider and the gateway on a throw-away store, with a ready key.
     Quickstart {
@@ -82,10 +88,19 @@ fn init_logging(log: &LogConfig) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    match worker_threads() {
+        Ok(Some(n)) => {
+            builder.worker_threads(n);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -101,12 +116,33 @@ fn main() -> ExitCode {
     }
 }
 
+/// `$PORTCULLIS_WORKER_THREADS`: the runtime's worker threads. Unset or empty:
+/// Tokio's default, one per CPU this process may run on.
+fn worker_threads() -> Result<Option<usize>, String> {
+    let Some(raw) = std::env::var_os("PORTCULLIS_WORKER_THREADS") else {
+        return Ok(None);
+    };
+    let v = raw.to_string_lossy();
+    let v = v.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    match v.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(Some(n)),
+        _ => Err(format!(
+            "PORTCULLIS_WORKER_THREADS must be a positive integer, got {v:?}"
+        )),
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve {
             config,
             listen,
             database,
+            disable_auth,
+            allow_insecure_public,
         } => {
             let mut cfg = match Config::load(config.as_deref()) {
                 Ok(c) => c,
@@ -120,6 +156,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             if let Some(d) = database {
                 cfg.database = d;
+            }
+            cfg.auth.disabled |= disable_auth;
+            if let Err(e) = cfg.check_insecure_listen(allow_insecure_public) {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::FAILURE);
             }
             init_logging(&cfg.log);
             serve(cfg).await?;

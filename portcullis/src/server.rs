@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 use crate::accounting::ledger::{self, Ledger, LedgerWriter};
+use crate::authn::audit::{AuditLog, AuditWriter};
 use crate::authn::{Authenticator, keys};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
@@ -35,6 +36,8 @@ pub struct Gateway {
     pub state: AppState,
     /// The ledger writer, flushed at shutdown.
     pub writer: LedgerWriter,
+    /// The audit writer, flushed at shutdown.
+    pub audit_writer: AuditWriter,
     /// A master key generated on this start (shown once, then only its digest exists).
     pub generated_master_key: Option<Secret>,
 }
@@ -71,7 +74,19 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
     }
     let (ledger, writer) = Ledger::start(store.clone(), config.ledger, spill);
     let upstreams = Upstreams::new(&config).map_err(anyhow::Error::msg)?;
-    let authn = Authenticator::with_master_digest(store.clone(), clock.clone(), master_digest);
+    let (audit, audit_writer) = AuditLog::start(store.clone());
+    let authn = Authenticator::new(
+        store.clone(),
+        clock.clone(),
+        master_digest,
+        &config.auth,
+        audit,
+    );
+    if config.auth.disabled {
+        tracing::warn!(
+            "AUTHENTICATION IS DISABLED: every request is anonymous and reaches the providers with the gateway's keys. Never run this way where anyone else can connect."
+        );
+    }
     if config.providers.is_empty() {
         tracing::warn!(
             "no providers configured: set OPENAI_API_KEY or write a config file; every model request will get 404"
@@ -88,6 +103,7 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
     Ok(Gateway {
         state,
         writer,
+        audit_writer,
         generated_master_key,
     })
 }
@@ -136,7 +152,12 @@ pub async fn serve(
     gateway: Gateway,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let Gateway { state, writer, .. } = gateway;
+    let Gateway {
+        state,
+        writer,
+        audit_writer,
+        ..
+    } = gateway;
     let grace = state.config.server.shutdown_grace;
     let app = router(state.clone());
     let limit = Arc::new(Semaphore::new(state.config.server.max_connections));
@@ -191,6 +212,7 @@ pub async fn serve(
     drop(app);
     drop(state);
     writer.flush_and_stop().await;
+    audit_writer.flush_and_stop().await;
     tracing::info!("usage ledger flushed; bye");
     Ok(())
 }

@@ -50,7 +50,7 @@ impl Meter {
             record: UsageRecord {
                 ts: ts_ms,
                 request_id: request_id.to_owned(),
-                key_id: Some(principal.key_id().to_owned()),
+                key_id: principal.key_id().map(str::to_owned),
                 user: principal.user().map(str::to_owned),
                 team: principal.team().map(str::to_owned),
                 method: method.to_owned(),

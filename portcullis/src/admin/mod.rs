@@ -15,7 +15,7 @@ use crate::AppState;
 use crate::authn::{Admin, keys};
 use crate::clock::{parse_time, rfc3339};
 use crate::error::ApiError;
-use crate::store::{ApiKeyRecord, KeyPatch, UsageGroup, UsageRow};
+use crate::store::{ApiKeyRecord, AuditEvent, KeyPatch, UsageGroup, UsageRow, UserRecord};
 
 /// Admin routes, nested under `/admin`.
 pub fn router() -> Router<AppState> {
@@ -27,6 +27,9 @@ pub fn router() -> Router<AppState> {
         )
         .route("/keys/{id}/rotate", post(rotate_key))
         .route("/usage", get(usage))
+        .route("/users", get(list_users))
+        .route("/users/{id}", get(get_user).patch(update_user))
+        .route("/audit", get(audit))
         .route("/openapi.json", get(openapi))
 }
 
@@ -34,8 +37,8 @@ pub fn router() -> Router<AppState> {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Portcullis admin API", description = "Manage gateway keys and read usage. Every route needs the master key as `Authorization: Bearer <master key>`."),
-    paths(create_key, list_keys, get_key, update_key, revoke_key, rotate_key, usage, openapi),
-    components(schemas(CreateKey, PatchKey, RotateKey, KeyView, CreatedKey, KeyList, UsageList, UsageRow, UsageGroup)),
+    paths(create_key, list_keys, get_key, update_key, revoke_key, rotate_key, usage, list_users, get_user, update_user, audit, openapi),
+    components(schemas(UserList, PatchUser, AuditList, UserRecord, AuditEvent, CreateKey, PatchKey, RotateKey, KeyView, CreatedKey, KeyList, UsageList, UsageRow, UsageGroup)),
     modifiers(&MasterKeyAuth),
     security(("master_key" = []))
 )]
@@ -535,6 +538,145 @@ pub async fn usage(
         .await
         .map_err(store_err)?;
     Ok(axum::Json(UsageList { data: rows }).into_response())
+}
+
+/// `GET /admin/users`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UserList {
+    /// Users ordered by id.
+    pub data: Vec<UserRecord>,
+    /// True when more users follow; pass the last id as `after`.
+    pub has_more: bool,
+}
+
+/// Body of `PATCH /admin/users/{id}`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchUser {
+    /// A disabled user gets 403 even with a valid token.
+    pub disabled: Option<bool>,
+}
+
+/// Users seen through identity-provider tokens.
+#[utoipa::path(get, path = "/admin/users",
+    params(("after" = Option<String>, Query, description = "id to start after"), ("limit" = Option<usize>, Query, description = "1-1000, default 100")),
+    responses((status = 200, body = UserList), (status = 401)))]
+pub async fn list_users(
+    State(state): State<AppState>,
+    _: Extension<Admin>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let q: ListQuery = parse_query(q.as_deref())?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let mut rows = state
+        .store
+        .list_users(q.after.as_deref(), limit + 1)
+        .await
+        .map_err(store_err)?;
+    let has_more = rows.len() > limit;
+    rows.truncate(limit);
+    Ok(axum::Json(UserList {
+        data: rows,
+        has_more,
+    })
+    .into_response())
+}
+
+/// One user.
+#[utoipa::path(get, path = "/admin/users/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = UserRecord), (status = 404)))]
+pub async fn get_user(
+    State(state): State<AppState>,
+    _: Extension<Admin>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let u = state
+        .store
+        .get_user(&id)
+        .await
+        .map_err(store_err)?
+        .ok_or(ApiError::NotFound)?;
+    Ok(axum::Json(u).into_response())
+}
+
+/// Disables or re-enables a user; takes effect on the next request.
+#[utoipa::path(patch, path = "/admin/users/{id}", params(("id" = String, Path)), request_body = PatchUser,
+    responses((status = 200, body = UserRecord), (status = 400), (status = 404)))]
+pub async fn update_user(
+    State(state): State<AppState>,
+    _: Extension<Admin>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: PatchUser = parse_body(&body)?;
+    let u = match req.disabled {
+        Some(d) => state
+            .store
+            .set_user_disabled(&id, d)
+            .await
+            .map_err(store_err)?,
+        None => state.store.get_user(&id).await.map_err(store_err)?,
+    }
+    .ok_or(ApiError::NotFound)?;
+    state.authn.invalidate_user(&id);
+    tracing::info!(user = %id, disabled = u.disabled, "user updated");
+    Ok(axum::Json(u).into_response())
+}
+
+/// `GET /admin/audit`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AuditList {
+    /// Events, newest first.
+    pub data: Vec<AuditEvent>,
+    /// True when older events follow; pass the last id as `before`.
+    pub has_more: bool,
+}
+
+#[derive(Deserialize, Default)]
+struct AuditQuery {
+    since: Option<String>,
+    until: Option<String>,
+    before: Option<i64>,
+    limit: Option<usize>,
+}
+
+/// Authentication failures and lockouts, newest first (never the credential).
+#[utoipa::path(get, path = "/admin/audit",
+    params(("since" = Option<String>, Query, description = "RFC 3339 or Unix seconds, inclusive"),
+           ("until" = Option<String>, Query, description = "RFC 3339 or Unix seconds, exclusive"),
+           ("before" = Option<i64>, Query, description = "only events with a smaller id (paging)"),
+           ("limit" = Option<usize>, Query, description = "1-1000, default 100")),
+    responses((status = 200, body = AuditList), (status = 400)))]
+pub async fn audit(
+    State(state): State<AppState>,
+    _: Extension<Admin>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let q: AuditQuery = parse_query(q.as_deref())?;
+    let bound = |v: Option<String>, param| {
+        v.map(|s| {
+            parse_time(&s).ok_or(ApiError::BadRequest {
+                message: format!("`{param}` must be an RFC 3339 time or Unix seconds."),
+                param: Some(param),
+            })
+        })
+        .transpose()
+    };
+    let since = bound(q.since, "since")?;
+    let until = bound(q.until, "until")?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let mut rows = state
+        .store
+        .list_audit(since, until, q.before, limit + 1)
+        .await
+        .map_err(store_err)?;
+    let has_more = rows.len() > limit;
+    rows.truncate(limit);
+    Ok(axum::Json(AuditList {
+        data: rows,
+        has_more,
+    })
+    .into_response())
 }
 
 /// This document.

@@ -1,29 +1,45 @@
 //! Authentication: headers → [`Principal`] (client) or [`Admin`] (master key).
 //!
-//! Deny by default: [`layer`] wraps every route; only [`PUBLIC_ROUTES`] pass
-//! without a credential. A credential comes from exactly one of
-//! `Authorization: Bearer`, `x-api-key`, `api-key` or `x-goog-api-key`; two
-//! different ones, or one in the query string, are refused.
+//! Deny by default: [`layer`] wraps every route; only `auth.public_paths`
+//! (default [`PUBLIC_ROUTES`]) pass without a credential. A credential comes
+//! from exactly one of `Authorization: Bearer`, `x-api-key`, `api-key` or
+//! `x-goog-api-key`; two different ones, or one in the query string, are
+//! refused. A bearer credential is a gateway key if it has the gateway key's
+//! prefix, a shared key if it equals one (constant-time), and otherwise
+//! refused — never several kinds tried blindly.
+//!
+//! Before any credential is examined, an address that failed too often is
+//! answered 429 ([`lockout`]); every failure is written to the audit log
+//! ([`audit`]) without the credential.
 
+pub mod audit;
 pub mod keys;
+pub mod lockout;
+mod principal;
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::HeaderMap;
 use moka::sync::Cache;
+use subtle::ConstantTimeEq;
+
+pub use principal::{CredentialKind, Principal};
 
 use crate::AppState;
 use crate::clock::SharedClock;
+use crate::config::AuthConfig;
 use crate::error::ApiError;
-use crate::secret::Secret;
-use crate::store::{ApiKeyRecord, SharedStore};
+use crate::store::{AuditEvent, SharedStore};
+use audit::AuditLog;
+use lockout::Lockout;
 
-/// Routes that need no credential. Everything else is authenticated.
-pub const PUBLIC_ROUTES: &[&str] = &["/healthz", "/readyz"];
+/// Paths that need no credential by default (`auth.public_paths` replaces them).
+pub const PUBLIC_ROUTES: &[&str] = crate::config::DEFAULT_PUBLIC_PATHS;
 
 /// Headers a credential may arrive in.
 pub const CREDENTIAL_HEADERS: &[&str] =
@@ -42,46 +58,56 @@ const CREDENTIAL_QUERY_PARAMS: &[&str] = &[
     "authorization",
 ];
 
-/// Who is calling: built only by this module, required by everything after it.
-#[derive(Debug, Clone)]
-pub struct Principal {
-    key: Arc<ApiKeyRecord>,
-}
-
-impl Principal {
-    /// The gateway key's public id.
-    pub fn key_id(&self) -> &str {
-        &self.key.id
-    }
-    /// The user the key acts for.
-    pub fn user(&self) -> Option<&str> {
-        self.key.user.as_deref()
-    }
-    /// The team.
-    pub fn team(&self) -> Option<&str> {
-        self.key.team.as_deref()
-    }
-    /// The key's model globs, if restricted.
-    pub fn models(&self) -> Option<&[String]> {
-        self.key.models.as_deref()
-    }
-    /// The key's endpoint groups, if restricted.
-    pub fn endpoints(&self) -> Option<&[String]> {
-        self.key.endpoints.as_deref()
-    }
-}
-
 /// Proof that the request carried the master key.
 #[derive(Debug, Clone, Copy)]
 pub struct Admin(());
 
-/// Checks credentials against the key cache and the store.
+/// Why authentication failed, for the audit log (never the credential).
+#[derive(Debug)]
+pub struct Refusal {
+    /// What the client gets.
+    pub error: ApiError,
+    /// What kind of credential it was (`api_key`, `jwt`, `none`, ...).
+    pub credential_kind: &'static str,
+    /// The public id of a presented gateway key.
+    pub key_id: Option<String>,
+}
+
+impl From<ApiError> for Refusal {
+    fn from(error: ApiError) -> Self {
+        Refusal {
+            error,
+            credential_kind: "unknown",
+            key_id: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct StaticEntry {
+    digest: [u8; 32],
+    principal: Principal,
+}
+
+/// A cached key: its record and the principal built from it once.
+type CachedKey = Option<Arc<(crate::store::ApiKeyRecord, Principal)>>;
+
+/// Checks credentials against the key cache, the store and the configuration.
 pub struct Authenticator {
     store: SharedStore,
     clock: SharedClock,
     /// id → record, or `None` for ids the store does not know (negative cache).
-    cache: Cache<String, Option<Arc<ApiKeyRecord>>>,
+    cache: Cache<String, CachedKey>,
     master_digest: [u8; 32],
+    statics: Vec<StaticEntry>,
+    disabled: bool,
+    public_paths: Vec<String>,
+    anonymous: Principal,
+    lockout: Option<Lockout>,
+    trusted_proxies: Vec<ipnet::IpNet>,
+    audit: AuditLog,
+    /// user id → disabled flag, for identity-provider users.
+    users: Cache<String, bool>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -91,26 +117,47 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
-    /// A new authenticator; `master` is the admin key.
-    pub fn new(store: SharedStore, clock: SharedClock, master: &Secret) -> Self {
-        Self::with_master_digest(store, clock, keys::digest(master.expose()))
-    }
-
-    /// A new authenticator from the master key's digest.
-    pub fn with_master_digest(
+    /// A new authenticator.
+    pub fn new(
         store: SharedStore,
         clock: SharedClock,
         master_digest: [u8; 32],
+        auth: &AuthConfig,
+        audit: AuditLog,
     ) -> Self {
+        let statics = auth
+            .static_keys
+            .iter()
+            .map(|k| StaticEntry {
+                digest: keys::digest(k.key.expose()),
+                principal: Principal::static_key(&k.name, k.user.clone(), k.team.clone()),
+            })
+            .collect();
         Authenticator {
             store,
-            clock,
             cache: Cache::builder()
                 .max_capacity(200_000)
                 .time_to_live(Duration::from_secs(30))
                 .build(),
             master_digest,
+            statics,
+            disabled: auth.disabled,
+            public_paths: auth.public_paths.clone(),
+            anonymous: Principal::anonymous(),
+            lockout: auth.lockout.map(|c| Lockout::new(c, clock.clone())),
+            trusted_proxies: auth.trusted_proxies.clone(),
+            audit,
+            users: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
+            clock,
         }
+    }
+
+    /// Forgets a user's cached state so the next request sees the store's.
+    pub fn invalidate_user(&self, id: &str) {
+        self.users.invalidate(id);
     }
 
     /// Drops a key from the cache so the next request sees the store's state.
@@ -118,18 +165,46 @@ impl Authenticator {
         self.cache.invalidate(id);
     }
 
+    /// The lockout, when enabled.
+    pub fn lockout(&self) -> Option<&Lockout> {
+        self.lockout.as_ref()
+    }
+
     /// Authenticates a client request.
     pub async fn client(
         &self,
         headers: &HeaderMap,
         query: Option<&str>,
-    ) -> Result<Principal, ApiError> {
-        let token = credential(headers, query)?.ok_or(ApiError::InvalidApiKey("no credential"))?;
-        let id = keys::parse(token).map_err(|e| match e {
-            keys::KeyFormatError::Malformed => ApiError::InvalidApiKey("malformed key"),
-            keys::KeyFormatError::Checksum => ApiError::InvalidApiKey("bad checksum"),
+    ) -> Result<Principal, Refusal> {
+        let token = credential(headers, query)?.ok_or(Refusal {
+            error: ApiError::InvalidApiKey("no credential"),
+            credential_kind: "none",
+            key_id: None,
         })?;
-        let record = match self.cache.get(id) {
+        if token.starts_with(keys::KEY_PREFIX) {
+            return self.api_key(token).await;
+        }
+        if let Some(p) = self.static_key(token) {
+            return Ok(p);
+        }
+        Err(Refusal {
+            error: ApiError::InvalidApiKey("not a gateway key or shared key"),
+            credential_kind: "unknown",
+            key_id: None,
+        })
+    }
+
+    async fn api_key(&self, token: &str) -> Result<Principal, Refusal> {
+        let refuse = |reason, key_id: Option<&str>| Refusal {
+            error: ApiError::InvalidApiKey(reason),
+            credential_kind: "api_key",
+            key_id: key_id.map(str::to_owned),
+        };
+        let id = keys::parse(token).map_err(|e| match e {
+            keys::KeyFormatError::Malformed => refuse("malformed key", None),
+            keys::KeyFormatError::Checksum => refuse("bad checksum", None),
+        })?;
+        let cached = match self.cache.get(id) {
             Some(hit) => hit,
             None => {
                 let found = self
@@ -137,33 +212,80 @@ impl Authenticator {
                     .get_key(id)
                     .await
                     .map_err(|e| ApiError::StoreUnavailable(e.to_string()))?
-                    .map(Arc::new);
+                    .map(|r| {
+                        let p = Principal::api_key(&r);
+                        Arc::new((r, p))
+                    });
                 self.cache.insert(id.to_owned(), found.clone());
                 found
             }
         };
-        let record = record.ok_or(ApiError::InvalidApiKey("unknown key"))?;
+        let entry = cached.ok_or_else(|| refuse("unknown key", Some(id)))?;
+        let (record, principal) = &*entry;
         if !keys::verify(token, &record.digest) {
-            return Err(ApiError::InvalidApiKey("digest mismatch"));
+            return Err(refuse("digest mismatch", Some(id)));
         }
         if record.revoked_at.is_some() {
-            return Err(ApiError::InvalidApiKey("revoked key"));
+            return Err(refuse("revoked key", Some(id)));
         }
         if record.expires_at.is_some_and(|t| self.clock.now_ms() >= t) {
-            return Err(ApiError::InvalidApiKey("expired key"));
+            return Err(refuse("expired key", Some(id)));
         }
-        Ok(Principal { key: record })
+        Ok(principal.clone())
+    }
+
+    /// Compares against every shared key in constant time (all are compared).
+    fn static_key(&self, token: &str) -> Option<Principal> {
+        let d = keys::digest(token);
+        let mut found = None;
+        for s in &self.statics {
+            if bool::from(s.digest.ct_eq(&d)) {
+                found = Some(s.principal.clone());
+            }
+        }
+        found
     }
 
     /// Authenticates an admin request (master key only).
-    pub fn admin(&self, headers: &HeaderMap, query: Option<&str>) -> Result<Admin, ApiError> {
-        let token =
-            credential(headers, query)?.ok_or(ApiError::AdminUnauthorized("no credential"))?;
+    pub fn admin(&self, headers: &HeaderMap, query: Option<&str>) -> Result<Admin, Refusal> {
+        let refuse = |reason| Refusal {
+            error: ApiError::AdminUnauthorized(reason),
+            credential_kind: "master_key",
+            key_id: None,
+        };
+        let token = credential(headers, query)?.ok_or_else(|| refuse("no credential"))?;
         if keys::verify(token, &self.master_digest) {
             Ok(Admin(()))
         } else {
-            Err(ApiError::AdminUnauthorized("not the master key"))
+            Err(refuse("not the master key"))
         }
+    }
+
+    fn is_public(&self, path: &str) -> bool {
+        self.public_paths.iter().any(|p| p == path)
+    }
+
+    fn audit(
+        &self,
+        kind: &str,
+        reason: String,
+        ip: IpAddr,
+        refusal: Option<&Refusal>,
+        req: &Request,
+    ) {
+        let path: String = req.uri().path().chars().take(256).collect();
+        self.audit.record(AuditEvent {
+            id: None,
+            ts: self.clock.now_ms(),
+            kind: kind.to_owned(),
+            reason,
+            client_ip: Some(ip.to_string()),
+            credential_kind: refusal.map(|r| r.credential_kind.to_owned()),
+            key_id: refusal.and_then(|r| r.key_id.clone()),
+            issuer: None,
+            request_id: Some(crate::request_id_of(req).to_string()),
+            path: Some(path),
+        });
     }
 }
 
@@ -225,28 +347,60 @@ fn query_has_credential(q: &str) -> bool {
 
 /// The authentication layer around every route.
 pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let path = req.uri().path();
-    if PUBLIC_ROUTES.contains(&path) {
+    let authn = &state.authn;
+    if authn.is_public(req.uri().path()) {
+        req.extensions_mut().insert(authn.anonymous.clone());
         return next.run(req).await;
     }
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    let ip = lockout::client_ip(peer, req.headers(), &authn.trusted_proxies);
+    if let Some(left) = authn.lockout.as_ref().and_then(|l| l.blocked(ip)) {
+        return ApiError::LockedOut(left).into_response();
+    }
+    let path = req.uri().path();
     let query = req.uri().query();
     let result = if path == "/admin" || path.starts_with("/admin/") {
-        state.authn.admin(req.headers(), query).map(|a| {
+        authn.admin(req.headers(), query).map(|a| {
             req.extensions_mut().insert(a);
         })
+    } else if authn.disabled {
+        req.extensions_mut().insert(authn.anonymous.clone());
+        Ok(())
     } else {
-        state.authn.client(req.headers(), query).await.map(|p| {
+        authn.client(req.headers(), query).await.map(|p| {
             req.extensions_mut().insert(p);
         })
     };
-    match result {
-        Ok(()) => next.run(req).await,
-        Err(e) => {
-            let rid = crate::request_id_of(&req);
-            tracing::info!(request_id = %rid, path = %req.uri().path(), cause = %e, status = e.status().as_u16(), "authentication refused");
-            e.into_response()
+    let refusal = match result {
+        Ok(()) => return next.run(req).await,
+        Err(r) => r,
+    };
+    let e = &refusal.error;
+    let rid = crate::request_id_of(&req);
+    tracing::info!(request_id = %rid, client_ip = %ip, path = %req.uri().path(), cause = %e, credential = refusal.credential_kind, key_id = refusal.key_id.as_deref().unwrap_or(""), status = e.status().as_u16(), "authentication refused");
+    if e.status() == http::StatusCode::UNAUTHORIZED {
+        authn.audit(
+            "authentication_failed",
+            e.to_string(),
+            ip,
+            Some(&refusal),
+            &req,
+        );
+        if let Some(block) = authn.lockout.as_ref().and_then(|l| l.failure(ip)) {
+            tracing::warn!(client_ip = %ip, block_seconds = block.as_secs(), "too many failed authentications: address blocked");
+            authn.audit(
+                "locked_out",
+                format!("blocked for {}s", block.as_secs()),
+                ip,
+                Some(&refusal),
+                &req,
+            );
         }
     }
+    refusal.error.into_response()
 }
 
 #[cfg(test)]

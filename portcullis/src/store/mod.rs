@@ -181,6 +181,52 @@ pub struct UsageRow {
     pub errors: i64,
 }
 
+/// A user known to the gateway (first seen through an identity-provider token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct UserRecord {
+    /// `<issuer name>:<subject>`.
+    pub id: String,
+    /// Issuer name from the configuration.
+    pub issuer: Option<String>,
+    /// The token's user claim.
+    pub subject: Option<String>,
+    /// Team from the token, as last seen.
+    pub team: Option<String>,
+    /// Roles from the token, as last seen.
+    pub roles: Vec<String>,
+    /// A disabled user is refused (403) even with a valid token.
+    pub disabled: bool,
+    /// Epoch ms.
+    pub first_seen: i64,
+    /// Epoch ms.
+    pub last_seen: i64,
+}
+
+/// An authentication failure or lockout: never the credential itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AuditEvent {
+    /// Row id (set by the store).
+    pub id: Option<i64>,
+    /// Epoch ms.
+    pub ts: i64,
+    /// `authentication_failed` or `locked_out`.
+    pub kind: String,
+    /// Why (e.g. `revoked key`, `bad signature`).
+    pub reason: String,
+    /// Client address as the gateway determined it.
+    pub client_ip: Option<String>,
+    /// `api_key`, `jwt`, `static_key`, `master_key`, `none`, ...
+    pub credential_kind: Option<String>,
+    /// Public id of the presented gateway key, when it had one.
+    pub key_id: Option<String>,
+    /// Issuer named by a presented token (unverified, truncated).
+    pub issuer: Option<String>,
+    /// Request id.
+    pub request_id: Option<String>,
+    /// Request path (truncated).
+    pub path: Option<String>,
+}
+
 /// Everything the gateway persists.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -225,6 +271,33 @@ pub trait Store: Send + Sync + 'static {
         since: Option<i64>,
         until: Option<i64>,
     ) -> Result<Vec<UsageRow>, StoreError>;
+    /// Records a user seen now: inserts it, or refreshes team, roles and
+    /// `last_seen`; returns the stored row (with its `disabled` flag).
+    async fn upsert_user(&self, user: &UserRecord) -> Result<UserRecord, StoreError>;
+    /// A user by id.
+    async fn get_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError>;
+    /// Users ordered by id, after `after`, at most `limit`.
+    async fn list_users(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<UserRecord>, StoreError>;
+    /// Enables or disables a user; `None` if there is no such user.
+    async fn set_user_disabled(
+        &self,
+        id: &str,
+        disabled: bool,
+    ) -> Result<Option<UserRecord>, StoreError>;
+    /// Appends audit events.
+    async fn insert_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
+    /// Audit events in `[since, until)`, newest first, with id below `before` (paging), at most `limit`.
+    async fn list_audit(
+        &self,
+        since: Option<i64>,
+        until: Option<i64>,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
     /// Ledger records of one request id (for operators and tests).
     async fn usage_by_request(&self, request_id: &str) -> Result<Vec<UsageRecord>, StoreError>;
 }

@@ -7,7 +7,10 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use super::{ApiKeyRecord, KeyPatch, Store, StoreError, UsageGroup, UsageRecord, UsageRow};
+use super::{
+    ApiKeyRecord, AuditEvent, KeyPatch, Store, StoreError, UsageGroup, UsageRecord, UsageRow,
+    UserRecord,
+};
 
 /// SQLite-backed [`Store`].
 #[derive(Debug, Clone)]
@@ -52,6 +55,24 @@ fn key_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ApiKeyRecord, StoreErro
         metadata: serde_json::from_str(&metadata)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?,
         rotated_from: row.try_get("rotated_from").map_err(get)?,
+    })
+}
+
+const USER_COLUMNS: &str = "id, issuer, subject, team_id, roles, disabled, first_seen, last_seen";
+
+fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<UserRecord, StoreError> {
+    let c = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+    let roles: String = row.try_get("roles").map_err(c)?;
+    let disabled: i64 = row.try_get("disabled").map_err(c)?;
+    Ok(UserRecord {
+        id: row.try_get("id").map_err(c)?,
+        issuer: row.try_get("issuer").map_err(c)?,
+        subject: row.try_get("subject").map_err(c)?,
+        team: row.try_get("team_id").map_err(c)?,
+        roles: serde_json::from_str(&roles).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        disabled: disabled != 0,
+        first_seen: row.try_get("first_seen").map_err(c)?,
+        last_seen: row.try_get("last_seen").map_err(c)?,
     })
 }
 
@@ -296,6 +317,130 @@ impl Store for SqliteStore {
                     prompt_tokens: r.try_get("pt").map_err(c)?,
                     completion_tokens: r.try_get("ct").map_err(c)?,
                     errors: r.try_get("errs").map_err(c)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn upsert_user(&self, u: &UserRecord) -> Result<UserRecord, StoreError> {
+        let roles = serde_json::to_string(&u.roles).unwrap_or_else(|_| "[]".into());
+        let row = sqlx::query(&format!(
+            "INSERT INTO users (id, issuer, subject, team_id, roles, disabled, first_seen, last_seen) \
+             VALUES (?, ?, ?, ?, ?, 0, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET team_id = excluded.team_id, roles = excluded.roles, last_seen = excluded.last_seen \
+             RETURNING {USER_COLUMNS}"
+        ))
+        .bind(&u.id)
+        .bind(&u.issuer)
+        .bind(&u.subject)
+        .bind(&u.team)
+        .bind(roles)
+        .bind(u.first_seen)
+        .bind(u.last_seen)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        user_from_row(&row)
+    }
+
+    async fn get_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn list_users(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<UserRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE id > ? ORDER BY id LIMIT ?"
+        ))
+        .bind(after.unwrap_or(""))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    async fn set_user_disabled(
+        &self,
+        id: &str,
+        disabled: bool,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "UPDATE users SET disabled = ? WHERE id = ? RETURNING {USER_COLUMNS}"
+        ))
+        .bind(i64::from(disabled))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn insert_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        for chunk in events.chunks(1000) {
+            let mut qb = sqlx::QueryBuilder::new(
+                "INSERT INTO audit_events (ts, kind, reason, client_ip, credential_kind, key_id, issuer, request_id, path) ",
+            );
+            qb.push_values(chunk, |mut b, e| {
+                b.push_bind(e.ts)
+                    .push_bind(&e.kind)
+                    .push_bind(&e.reason)
+                    .push_bind(&e.client_ip)
+                    .push_bind(&e.credential_kind)
+                    .push_bind(&e.key_id)
+                    .push_bind(&e.issuer)
+                    .push_bind(&e.request_id)
+                    .push_bind(&e.path);
+            });
+            qb.build().execute(&mut *tx).await.map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn list_audit(
+        &self,
+        since: Option<i64>,
+        until: Option<i64>,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, ts, kind, reason, client_ip, credential_kind, key_id, issuer, request_id, path \
+             FROM audit_events WHERE ts >= ? AND ts < ? AND id < ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(since.unwrap_or(i64::MIN))
+        .bind(until.unwrap_or(i64::MAX))
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                let c = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+                Ok(AuditEvent {
+                    id: r.try_get("id").map_err(c)?,
+                    ts: r.try_get("ts").map_err(c)?,
+                    kind: r.try_get("kind").map_err(c)?,
+                    reason: r.try_get("reason").map_err(c)?,
+                    client_ip: r.try_get("client_ip").map_err(c)?,
+                    credential_kind: r.try_get("credential_kind").map_err(c)?,
+                    key_id: r.try_get("key_id").map_err(c)?,
+                    issuer: r.try_get("issuer").map_err(c)?,
+                    request_id: r.try_get("request_id").map_err(c)?,
+                    path: r.try_get("path").map_err(c)?,
                 })
             })
             .collect()

@@ -33,6 +33,16 @@ pub struct Opts {
     pub base_url_override: Option<String>,
 }
 
+/// Tests send many bad credentials from 127.0.0.1 on purpose: unless a test
+/// configures `auth:` itself, the per-address lockout is off.
+fn with_default_auth(top: &str) -> String {
+    if top.starts_with("auth:") || top.contains("\nauth:") {
+        top.to_owned()
+    } else {
+        format!("{top}auth:\n  lockout:\n    enabled: false\n")
+    }
+}
+
 /// A running mock provider + gateway.
 pub struct Harness {
     pub mock: MockProvider,
@@ -67,7 +77,7 @@ impl Harness {
             "listen: 127.0.0.1:0\ndatabase: sqlite://{db}\nadmin:\n  master_key: {MASTER}\nproviders:\n  - name: openai\n    kind: openai\n    base_url: {base}\n    api_key: {PROVIDER_KEY}\n    models: {MODELS}\n    allowed_endpoints: [chat, completions, embeddings, responses, models, moderations, images, audio, files, uploads, assistants, threads, vector_stores, conversations, batches]\n{extra}{top}",
             db = dir.path().join("portcullis.db").display(),
             extra = opts.provider_extra.replace(MOCK_BASE_URL, &mock.base_url()),
-            top = opts.top_extra.replace(MOCK_BASE_URL, &mock.base_url()),
+            top = with_default_auth(&opts.top_extra.replace(MOCK_BASE_URL, &mock.base_url())),
         );
         let env = |_: &str| None;
         let config = Config::from_yaml(&yaml, &env, ConfigSource::Defaults)

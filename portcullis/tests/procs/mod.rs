@@ -291,7 +291,7 @@ pub fn config_yaml(db: &Path, base_url: &str, models: &str, master: bool) -> Str
         ""
     };
     format!(
-        "listen: 127.0.0.1:0\ndatabase: sqlite://{db}\n{admin}providers:\n  - name: openai\n    kind: openai\n    base_url: {base_url}\n    api_key: ${{TEST_PROVIDER_KEY}}\n    models: {models}\n",
+        "listen: 127.0.0.1:0\ndatabase: sqlite://{db}\n{admin}auth:\n  lockout:\n    enabled: false\nproviders:\n  - name: openai\n    kind: openai\n    base_url: {base_url}\n    api_key: ${{TEST_PROVIDER_KEY}}\n    models: {models}\n",
         db = db.display()
     )
 }

@@ -1,0 +1,150 @@
+//! [`Principal`]: who is calling, whatever the credential was.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::store::ApiKeyRecord;
+
+/// How the caller authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    /// A gateway-issued key (`pcs_…`).
+    ApiKey,
+    /// A JWT from a configured identity provider.
+    Jwt,
+    /// A shared key from `auth.static_keys`.
+    StaticKey,
+    /// A verified TLS client certificate.
+    ClientCert,
+    /// No credential: `auth.disabled` or a public path.
+    Anonymous,
+}
+
+impl CredentialKind {
+    /// Lower-case name for logs and the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::ApiKey => "api_key",
+            CredentialKind::Jwt => "jwt",
+            CredentialKind::StaticKey => "static_key",
+            CredentialKind::ClientCert => "client_cert",
+            CredentialKind::Anonymous => "anonymous",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Data {
+    kind: CredentialKind,
+    key_id: Option<String>,
+    user: Option<String>,
+    team: Option<String>,
+    roles: Vec<String>,
+    issuer: Option<String>,
+    models: Option<Vec<String>>,
+    endpoints: Option<Vec<String>>,
+}
+
+/// Who is calling: built only by `authn`, required by everything after it.
+/// Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Principal(Arc<Data>);
+
+impl Principal {
+    /// The principal of a gateway key.
+    pub(crate) fn api_key(k: &ApiKeyRecord) -> Self {
+        Principal(Arc::new(Data {
+            kind: CredentialKind::ApiKey,
+            key_id: Some(k.id.clone()),
+            user: k.user.clone(),
+            team: k.team.clone(),
+            roles: Vec::new(),
+            issuer: None,
+            models: k.models.clone(),
+            endpoints: k.endpoints.clone(),
+        }))
+    }
+
+    /// The principal of a shared key.
+    pub(crate) fn static_key(name: &str, user: Option<String>, team: Option<String>) -> Self {
+        Principal(Arc::new(Data {
+            kind: CredentialKind::StaticKey,
+            key_id: Some(format!("static:{name}")),
+            user,
+            team,
+            roles: Vec::new(),
+            issuer: None,
+            models: None,
+            endpoints: None,
+        }))
+    }
+
+    /// The principal of a verified identity-provider token.
+    #[allow(dead_code)] // wired in with the JWT verifier
+    pub(crate) fn jwt(
+        issuer: String,
+        user: String,
+        team: Option<String>,
+        roles: Vec<String>,
+    ) -> Self {
+        Principal(Arc::new(Data {
+            kind: CredentialKind::Jwt,
+            key_id: None,
+            user: Some(user),
+            team,
+            roles,
+            issuer: Some(issuer),
+            models: None,
+            endpoints: None,
+        }))
+    }
+
+    /// The principal of an unauthenticated request (auth disabled, public path).
+    pub(crate) fn anonymous() -> Self {
+        Principal(Arc::new(Data {
+            kind: CredentialKind::Anonymous,
+            key_id: None,
+            user: None,
+            team: None,
+            roles: Vec::new(),
+            issuer: None,
+            models: None,
+            endpoints: None,
+        }))
+    }
+
+    /// How the caller authenticated.
+    pub fn kind(&self) -> CredentialKind {
+        self.0.kind
+    }
+    /// Gateway key id (`static:<name>` for shared keys).
+    pub fn key_id(&self) -> Option<&str> {
+        self.0.key_id.as_deref()
+    }
+    /// The user.
+    pub fn user(&self) -> Option<&str> {
+        self.0.user.as_deref()
+    }
+    /// The team.
+    pub fn team(&self) -> Option<&str> {
+        self.0.team.as_deref()
+    }
+    /// Roles from the identity provider.
+    pub fn roles(&self) -> &[String] {
+        &self.0.roles
+    }
+    /// Issuer name for JWT principals.
+    pub fn issuer(&self) -> Option<&str> {
+        self.0.issuer.as_deref()
+    }
+    /// The key's model globs, if restricted.
+    pub fn models(&self) -> Option<&[String]> {
+        self.0.models.as_deref()
+    }
+    /// The key's endpoint groups, if restricted.
+    pub fn endpoints(&self) -> Option<&[String]> {
+        self.0.endpoints.as_deref()
+    }
+}
