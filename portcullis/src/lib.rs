@@ -123,6 +123,20 @@ fn valid_request_id(v: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
+/// `req_` + 24 base62 characters from the thread-local RNG (not the OS RNG:
+/// request ids are not secrets, and a syscall per request is not free).
+fn new_request_id() -> Arc<str> {
+    use rand::Rng;
+    const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut rng = rand::rng();
+    let mut id = String::with_capacity(28);
+    id.push_str("req_");
+    for _ in 0..24 {
+        id.push(char::from(ALPHABET[rng.random_range(0..62)]));
+    }
+    Arc::from(id)
+}
+
 async fn request_id(mut req: Request, next: Next) -> Response {
     let id: Arc<str> = match req
         .headers()
@@ -130,7 +144,7 @@ async fn request_id(mut req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
     {
         Some(v) if valid_request_id(v) => Arc::from(v),
-        _ => Arc::from(format!("req_{}", authn::keys::random_base62(24))),
+        _ => new_request_id(),
     };
     req.extensions_mut().insert(RequestId(id.clone()));
     let mut resp = next.run(req).await;
