@@ -76,6 +76,9 @@ struct AuthFile {
     lockout: Option<LockoutFile>,
     #[serde(default)]
     trusted_proxies: Vec<String>,
+    #[serde(default)]
+    jwt: Vec<crate::authn::jwt::JwtIssuerFile>,
+    app_check: Option<crate::authn::jwt::AppCheckFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,6 +216,10 @@ pub struct AuthConfig {
     pub lockout: Option<LockoutConfig>,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Identity providers whose JWTs are accepted.
+    pub jwt: Vec<crate::authn::jwt::JwtIssuer>,
+    /// Firebase App Check, when configured.
+    pub app_check: Option<crate::authn::jwt::AppCheckConfig>,
 }
 
 /// A shared key from the configuration.
@@ -979,12 +986,27 @@ fn validate_auth(
             )),
         }
     }
+    let jwt = crate::authn::jwt::validate_issuers(file.jwt, "auth.jwt").unwrap_or_else(|e| {
+        errors.extend(e);
+        Vec::new()
+    });
+    let app_check = file
+        .app_check
+        .and_then(|a| match a.validate("auth.app_check") {
+            Ok(c) => Some(c),
+            Err(e) => {
+                errors.extend(e);
+                None
+            }
+        });
     AuthConfig {
         disabled,
         public_paths,
         static_keys,
         lockout,
         trusted_proxies,
+        jwt,
+        app_check,
     }
 }
 

@@ -100,6 +100,9 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
         upstreams,
         clock,
     });
+    // Warm the identity providers' key sets without delaying the start.
+    let warm = state.clone();
+    tokio::spawn(async move { warm.authn.prefetch().await });
     Ok(Gateway {
         state,
         writer,

@@ -13,6 +13,7 @@
 //! ([`audit`]) without the credential.
 
 pub mod audit;
+pub mod jwt;
 pub mod keys;
 pub mod lockout;
 mod principal;
@@ -34,8 +35,9 @@ use crate::AppState;
 use crate::clock::SharedClock;
 use crate::config::AuthConfig;
 use crate::error::ApiError;
-use crate::store::{AuditEvent, SharedStore};
+use crate::store::{AuditEvent, SharedStore, UserRecord};
 use audit::AuditLog;
+use jwt::{AppCheckVerifier, JwtError, JwtVerifier};
 use lockout::Lockout;
 
 /// Paths that need no credential by default (`auth.public_paths` replaces them).
@@ -71,6 +73,8 @@ pub struct Refusal {
     pub credential_kind: &'static str,
     /// The public id of a presented gateway key.
     pub key_id: Option<String>,
+    /// The configured issuer a refused token claimed.
+    pub issuer: Option<String>,
 }
 
 impl From<ApiError> for Refusal {
@@ -79,6 +83,7 @@ impl From<ApiError> for Refusal {
             error,
             credential_kind: "unknown",
             key_id: None,
+            issuer: None,
         }
     }
 }
@@ -108,6 +113,10 @@ pub struct Authenticator {
     audit: AuditLog,
     /// user id → disabled flag, for identity-provider users.
     users: Cache<String, bool>,
+    jwt: JwtVerifier,
+    app_check: Option<AppCheckVerifier>,
+    /// Requests whose App Check token was missing or invalid while App Check is optional.
+    app_check_failures: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -151,8 +160,28 @@ impl Authenticator {
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(60))
                 .build(),
+            jwt: JwtVerifier::new(auth.jwt.clone(), clock.clone()),
+            app_check: auth
+                .app_check
+                .clone()
+                .map(|c| AppCheckVerifier::new(c, clock.clone())),
+            app_check_failures: std::sync::atomic::AtomicU64::new(0),
             clock,
         }
+    }
+
+    /// Fetches every identity provider's key set once (failures are logged, not fatal).
+    pub async fn prefetch(&self) {
+        self.jwt.prefetch().await;
+        if let Some(a) = &self.app_check {
+            a.prefetch().await;
+        }
+    }
+
+    /// Requests let through without a valid App Check token (App Check optional).
+    pub fn app_check_failures(&self) -> u64 {
+        self.app_check_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Forgets a user's cached state so the next request sees the store's.
@@ -180,18 +209,119 @@ impl Authenticator {
             error: ApiError::InvalidApiKey("no credential"),
             credential_kind: "none",
             key_id: None,
+            issuer: None,
         })?;
+        self.app_check(headers).await?;
         if token.starts_with(keys::KEY_PREFIX) {
             return self.api_key(token).await;
         }
         if let Some(p) = self.static_key(token) {
             return Ok(p);
         }
+        if !self.jwt.is_empty() && JwtVerifier::looks_like_jwt(token) {
+            return self.jwt_user(token).await;
+        }
         Err(Refusal {
-            error: ApiError::InvalidApiKey("not a gateway key or shared key"),
+            error: ApiError::InvalidApiKey("not a gateway key, shared key or JWT"),
             credential_kind: "unknown",
             key_id: None,
+            issuer: None,
         })
+    }
+
+    /// Firebase App Check: with `required`, a missing or invalid
+    /// `X-Firebase-AppCheck` token is 401; otherwise it is logged and counted.
+    async fn app_check(&self, headers: &HeaderMap) -> Result<(), Refusal> {
+        let Some(verifier) = &self.app_check else {
+            return Ok(());
+        };
+        let token = headers
+            .get("x-firebase-appcheck")
+            .and_then(|v| v.to_str().ok());
+        let result = match token {
+            None => Err("app check token missing"),
+            Some(t) => match verifier.verify(t).await {
+                Ok(_) => Ok(()),
+                Err(JwtError::Invalid(why)) => Err(why),
+                Err(JwtError::KeySetUnavailable(e)) => {
+                    if verifier.required() {
+                        return Err(Refusal::from(ApiError::IdentityProviderUnavailable(e)));
+                    }
+                    Err("app check key set unavailable")
+                }
+            },
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(why) if verifier.required() => Err(Refusal {
+                error: ApiError::InvalidApiKey(why),
+                credential_kind: "app_check",
+                key_id: None,
+                issuer: None,
+            }),
+            Err(why) => {
+                self.app_check_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(
+                    reason = why,
+                    "request without a valid App Check token let through (app_check.required is false)"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    async fn jwt_user(&self, token: &str) -> Result<Principal, Refusal> {
+        let id = match self.jwt.verify(token).await {
+            Ok(id) => id,
+            Err(JwtError::Invalid(why)) => {
+                return Err(Refusal {
+                    error: ApiError::InvalidApiKey(why),
+                    credential_kind: "jwt",
+                    key_id: None,
+                    issuer: self.jwt.claimed_issuer(token).map(str::to_owned),
+                });
+            }
+            Err(JwtError::KeySetUnavailable(e)) => {
+                return Err(Refusal {
+                    error: ApiError::IdentityProviderUnavailable(e),
+                    credential_kind: "jwt",
+                    key_id: None,
+                    issuer: self.jwt.claimed_issuer(token).map(str::to_owned),
+                });
+            }
+        };
+        let disabled = match self.users.get(&id.user) {
+            Some(d) => d,
+            None => {
+                let now = self.clock.now_ms();
+                let stored = self
+                    .store
+                    .upsert_user(&UserRecord {
+                        id: id.user.clone(),
+                        issuer: Some(id.issuer_name.clone()),
+                        subject: Some(id.subject.clone()),
+                        team: id.team.clone(),
+                        roles: id.roles.clone(),
+                        disabled: false,
+                        first_seen: now,
+                        last_seen: now,
+                    })
+                    .await
+                    .map_err(|e| ApiError::StoreUnavailable(e.to_string()))?;
+                self.users.insert(id.user.clone(), stored.disabled);
+                stored.disabled
+            }
+        };
+        if disabled {
+            return Err(Refusal {
+                error: ApiError::UserDisabled,
+                credential_kind: "jwt",
+                key_id: None,
+                issuer: Some(id.issuer_name),
+            });
+        }
+        Ok(Principal::jwt(id.issuer_name, id.user, id.team, id.roles))
     }
 
     async fn api_key(&self, token: &str) -> Result<Principal, Refusal> {
@@ -199,6 +329,7 @@ impl Authenticator {
             error: ApiError::InvalidApiKey(reason),
             credential_kind: "api_key",
             key_id: key_id.map(str::to_owned),
+            issuer: None,
         };
         let id = keys::parse(token).map_err(|e| match e {
             keys::KeyFormatError::Malformed => refuse("malformed key", None),
@@ -252,6 +383,7 @@ impl Authenticator {
             error: ApiError::AdminUnauthorized(reason),
             credential_kind: "master_key",
             key_id: None,
+            issuer: None,
         };
         let token = credential(headers, query)?.ok_or_else(|| refuse("no credential"))?;
         if keys::verify(token, &self.master_digest) {
@@ -282,7 +414,7 @@ impl Authenticator {
             client_ip: Some(ip.to_string()),
             credential_kind: refusal.map(|r| r.credential_kind.to_owned()),
             key_id: refusal.and_then(|r| r.key_id.clone()),
-            issuer: None,
+            issuer: refusal.and_then(|r| r.issuer.clone()),
             request_id: Some(crate::request_id_of(req).to_string()),
             path: Some(path),
         });
@@ -381,7 +513,10 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
     let e = &refusal.error;
     let rid = crate::request_id_of(&req);
     tracing::info!(request_id = %rid, client_ip = %ip, path = %req.uri().path(), cause = %e, credential = refusal.credential_kind, key_id = refusal.key_id.as_deref().unwrap_or(""), status = e.status().as_u16(), "authentication refused");
-    if e.status() == http::StatusCode::UNAUTHORIZED {
+    if matches!(
+        e.status(),
+        http::StatusCode::UNAUTHORIZED | http::StatusCode::FORBIDDEN
+    ) {
         authn.audit(
             "authentication_failed",
             e.to_string(),

@@ -82,7 +82,6 @@ impl Principal {
     }
 
     /// The principal of a verified identity-provider token.
-    #[allow(dead_code)] // wired in with the JWT verifier
     pub(crate) fn jwt(
         issuer: String,
         user: String,
