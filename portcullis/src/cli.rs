@@ -127,11 +127,6 @@ fn attrs_json(a: &KeyAttrs) -> anyhow::Result<Value> {
 
 /// Runs one `keys` command and returns what to print.
 pub async fn run_keys(client: &AdminClientArgs, cmd: &KeysCommand) -> anyhow::Result<String> {
-    let http = reqwest::Client::new();
-    let base = client.url.trim_end_matches('/');
-    let key = client.admin_key.as_deref().ok_or_else(|| {
-        anyhow::anyhow!("set PORTCULLIS_ADMIN_KEY (or --admin-key) to the master key")
-    })?;
     let (method, path, body) = match cmd {
         KeysCommand::Create(a) => (
             reqwest::Method::POST,
@@ -184,24 +179,7 @@ pub async fn run_keys(client: &AdminClientArgs, cmd: &KeysCommand) -> anyhow::Re
             Some(json!({"grace_seconds": grace_seconds})),
         ),
     };
-    let mut req = http
-        .request(method, format!("{base}{path}"))
-        .bearer_auth(key);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach {base}: {e}"))?;
-    let status = resp.status();
-    let value: Value = resp.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        let msg = value["error"]["message"]
-            .as_str()
-            .unwrap_or("request failed");
-        anyhow::bail!("{} {msg}", status.as_u16());
-    }
+    let value = admin_call(client, method, &path, body).await?;
     if client.json {
         return Ok(serde_json::to_string_pretty(&value)?);
     }
@@ -225,6 +203,108 @@ pub async fn run_keys(client: &AdminClientArgs, cmd: &KeysCommand) -> anyhow::Re
         }
         _ => table(std::slice::from_ref(&value)),
     })
+}
+
+/// One admin API call: the JSON answer, or an error carrying the gateway's message.
+async fn admin_call(
+    client: &AdminClientArgs,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
+    let base = client.url.trim_end_matches('/');
+    let key = client.admin_key.as_deref().ok_or_else(|| {
+        anyhow::anyhow!("set PORTCULLIS_ADMIN_KEY (or --admin-key) to the master key")
+    })?;
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(key);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach {base}: {e}"))?;
+    let status = resp.status();
+    let value: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        let msg = value["error"]["message"]
+            .as_str()
+            .unwrap_or("request failed");
+        anyhow::bail!("{} {msg}", status.as_u16());
+    }
+    Ok(value)
+}
+
+/// `portcullis explain`.
+#[derive(Debug, Args, Clone)]
+pub struct ExplainArgs {
+    /// Subject pattern (repeatable): `user:supabase:8f1c`, `team:mobile`, `role:pro`, `issuer:supabase`, `key:<id>`.
+    #[arg(long = "subject")]
+    pub subjects: Vec<String>,
+    /// Use a real gateway key's identity and lists instead.
+    #[arg(long, conflicts_with = "subjects")]
+    pub key: Option<String>,
+    /// The model the request names.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Request line, e.g. 'POST /v1/chat/completions'.
+    #[arg(long)]
+    pub request: String,
+}
+
+/// Runs `portcullis explain` and returns what to print.
+pub async fn run_explain(client: &AdminClientArgs, args: &ExplainArgs) -> anyhow::Result<String> {
+    let body = json!({"subjects": args.subjects, "key_id": args.key, "model": args.model, "request": args.request});
+    let v = admin_call(client, reqwest::Method::POST, "/admin/explain", Some(body)).await?;
+    if client.json {
+        return Ok(serde_json::to_string_pretty(&v)?);
+    }
+    let mut out = format!(
+        "decision: {} (status {}{})\n",
+        v["decision"].as_str().unwrap_or("?"),
+        v["status"],
+        v["code"]
+            .as_str()
+            .map(|c| format!(", {c}"))
+            .unwrap_or_default()
+    );
+    if let Some(r) = v["rule"].as_str() {
+        out.push_str(&format!("rule:     {r}\n"));
+    }
+    for s in v["stages"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  {:<19} {:<8} {}\n",
+            s["stage"].as_str().unwrap_or(""),
+            s["result"].as_str().unwrap_or(""),
+            s["detail"].as_str().unwrap_or("")
+        ));
+    }
+    Ok(out)
+}
+
+/// Runs `portcullis reload` and returns what to print.
+pub async fn run_reload(client: &AdminClientArgs) -> anyhow::Result<String> {
+    let v = admin_call(client, reqwest::Method::POST, "/admin/reload", None).await?;
+    if client.json {
+        return Ok(serde_json::to_string_pretty(&v)?);
+    }
+    let restart: Vec<&str> = v["restart_needed_for"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    Ok(format!(
+        "reloaded: {} rule(s) in force{}\n",
+        v["rules"],
+        if restart.is_empty() {
+            String::new()
+        } else {
+            format!("; restart needed for: {}", restart.join(", "))
+        }
+    ))
 }
 
 fn cell(v: &Value) -> String {

@@ -64,6 +64,9 @@ pub struct FileConfig {
     log: LogFile,
     #[serde(default)]
     auth: AuthFile,
+    ownership: Option<crate::authz::ownership::OwnershipFile>,
+    tls: Option<crate::tls::TlsFile>,
+    rules: Option<Vec<crate::authz::rules::RuleFile>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -196,6 +199,12 @@ pub struct Config {
     pub log: LogConfig,
     /// Authentication settings.
     pub auth: AuthConfig,
+    /// Resource ownership (`ownership:`).
+    pub ownership: crate::authz::ownership::OwnershipConfig,
+    /// HTTPS and client certificates, when configured.
+    pub tls: Option<crate::tls::TlsConfig>,
+    /// Access rules (reloadable).
+    pub rules: crate::authz::rules::Rules,
     /// Where this configuration came from.
     pub source: ConfigSource,
 }
@@ -840,6 +849,10 @@ fn validate(
     }
 
     let auth = validate_auth(file.auth, env, &mut errors);
+    let ownership =
+        crate::authz::ownership::OwnershipConfig::from_file(file.ownership, &mut errors);
+    let tls = crate::tls::validate(file.tls, &mut errors);
+    let rules = crate::authz::rules::Rules::from_file(file.rules, &mut errors);
 
     if !errors.is_empty() {
         return Err(ConfigErrors {
@@ -861,6 +874,9 @@ fn validate(
         ledger,
         log,
         auth,
+        ownership,
+        tls,
+        rules,
         source,
     })
 }

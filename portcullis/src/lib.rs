@@ -13,7 +13,8 @@
 //!
 //! | module | role |
 //! |---|---|
-//! | [`server`] | listener, HTTP/1.1 + h2c, connection cap, graceful shutdown |
+//! | [`server`] | listener, HTTP/1.1 + h2c (or HTTPS), connection cap, graceful shutdown |
+//! | [`tls`] | HTTPS and client certificates (mTLS), reloaded on SIGHUP |
 //! | [`authn`] | credentials → [`authn::Principal`]; the deny-by-default layer |
 //! | [`authz`] | path normalisation, endpoint allowlists, model routing → [`authz::Permit`] |
 //! | [`proxy`] | the handler that runs the pipeline; upstream clients and header hygiene |
@@ -25,6 +26,7 @@
 //! | [`secret`] | redacting wrapper for every secret |
 //! | [`clock`] | the one wall clock, movable in tests |
 //! | [`cli`] | the `keys` subcommands, a thin client of the admin API |
+//! | [`reload`] | SIGHUP / `POST /admin/reload`: swap in new access rules |
 
 pub mod accounting;
 pub mod admin;
@@ -35,9 +37,11 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod proxy;
+pub mod reload;
 pub mod secret;
 pub mod server;
 pub mod store;
+pub mod tls;
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -64,8 +68,10 @@ pub struct AppState(Arc<Inner>);
 /// The shared parts of [`AppState`].
 #[derive(Debug)]
 pub struct Inner {
-    /// Validated configuration.
+    /// Validated configuration, as loaded at start.
     pub config: Config,
+    /// Access rules; replaced on reload while requests in flight keep theirs.
+    pub rules: arc_swap::ArcSwap<authz::rules::Rules>,
     /// The store.
     pub store: SharedStore,
     /// Credential checks and the key cache.
@@ -76,6 +82,8 @@ pub struct Inner {
     pub upstreams: Upstreams,
     /// Wall clock.
     pub clock: SharedClock,
+    /// The listener's live TLS configuration, when `tls` is configured.
+    pub tls: Option<Arc<tls::TlsState>>,
 }
 
 impl AppState {

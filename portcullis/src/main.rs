@@ -61,6 +61,18 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Explain what the gateway would decide for a subject, model and request.
+    Explain {
+        #[command(flatten)]
+        client: AdminClientArgs,
+        #[command(flatten)]
+        args: portcullis::cli::ExplainArgs,
+    },
+    /// Re-read the configuration file and apply the new access rules.
+    Reload {
+        #[command(flatten)]
+        client: AdminClientArgs,
+    },
     /// Run the fake OpenAI-compatible provider.
     MockProvider(mock_provider::MockArgs),
 }
@@ -195,6 +207,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{out}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Explain { client, args } => {
+            print!("{}", portcullis::cli::run_explain(&client, &args).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reload { client } => {
+            print!("{}", portcullis::cli::run_reload(&client).await?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::MockProvider(args) => {
             init_logging(&LogConfig {
                 level: "info".into(),
@@ -218,7 +238,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             key.expose()
         );
     }
-    tracing::info!(%addr, providers = gateway.state.config.providers.len(), "portcullis listening on http://{addr}");
+    let scheme = if gateway.state.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(%addr, providers = gateway.state.config.providers.len(), "portcullis listening on {scheme}://{addr}");
     server::serve(listener, gateway, server::shutdown_signal()).await
 }
 

@@ -1,5 +1,6 @@
 //! Building the gateway from a [`Config`] and serving it: HTTP/1.1 and h2c on
-//! one port, a connection cap, and graceful shutdown that lets in-flight
+//! one port (HTTPS with h2 and HTTP/1.1 by ALPN when `tls` is configured, see
+//! [`crate::tls`]), a connection cap, and graceful shutdown that lets in-flight
 //! requests and streams finish (up to `server.shutdown_grace`), then flushes
 //! the usage ledger.
 
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::Watcher;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
@@ -24,6 +26,7 @@ use crate::config::Config;
 use crate::proxy::upstream::Upstreams;
 use crate::secret::Secret;
 use crate::store::{self, SharedStore};
+use crate::tls::{self, PeerCertificate, TlsError, TlsState};
 use crate::{AppState, Inner, router};
 
 /// Setting under which a generated master key's digest is stored.
@@ -74,6 +77,10 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
     }
     let (ledger, writer) = Ledger::start(store.clone(), config.ledger, spill);
     let upstreams = Upstreams::new(&config).map_err(anyhow::Error::msg)?;
+    let tls = match &config.tls {
+        Some(t) => Some(Arc::new(TlsState::new(t.clone())?)),
+        None => None,
+    };
     let (audit, audit_writer) = AuditLog::start(store.clone());
     let authn = Authenticator::new(
         store.clone(),
@@ -92,13 +99,21 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
             "no providers configured: set OPENAI_API_KEY or write a config file; every model request will get 404"
         );
     }
+    if !config.rules.configured && !config.auth.jwt.is_empty() {
+        tracing::warn!(
+            "identity providers are configured but there is no `rules` section: JWT users are refused every model until rules grant them some"
+        );
+    }
+    let rules = arc_swap::ArcSwap::from_pointee(config.rules.clone());
     let state = AppState::new(Inner {
+        rules,
         config,
         store,
         authn,
         ledger,
         upstreams,
         clock,
+        tls,
     });
     // Warm the identity providers' key sets without delaying the start.
     let warm = state.clone();
@@ -164,9 +179,11 @@ pub async fn serve(
     let grace = state.config.server.shutdown_grace;
     let app = router(state.clone());
     let limit = Arc::new(Semaphore::new(state.config.server.max_connections));
+    let sighup = tokio::spawn(crate::reload::on_sighup(state.clone()));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
     let mut conns = JoinSet::new();
+    let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(());
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -186,24 +203,33 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let svc =
-            hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                app.clone().oneshot(req)
-            });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        // The TLS configuration of this connection is the one in force when it
+        // was accepted; a reload affects only later connections.
+        let tls = state.tls.as_ref().map(|t| t.current());
+        let mut stopping = stopping_rx.clone();
         conns.spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            match tls {
+                None => serve_connection(&builder, stream, peer, None, app, watcher).await,
+                Some(tls) => {
+                    // Inside the connection's task, bounded: a slow or silent
+                    // client cannot hold up the accept loop. A handshake still
+                    // running at shutdown is dropped: no request has started.
+                    tokio::select! {
+                        r = tls::handshake(&tls, stream, peer) => if let Some((stream, cert)) = r {
+                            serve_connection(&builder, stream, peer, cert, app, watcher).await;
+                        },
+                        _ = stopping.changed() => {}
+                    }
+                }
             }
             drop(permit);
         });
         while conns.try_join_next().is_some() {}
     }
     drop(listener);
+    let _ = stopping_tx.send(());
     tracing::info!(in_flight = conns.len(), grace = ?grace, "shutting down: no new connections; letting in-flight requests finish");
     tokio::select! {
         () = graceful.shutdown() => {}
@@ -212,12 +238,41 @@ pub async fn serve(
         }
     }
     conns.shutdown().await;
+    sighup.abort();
     drop(app);
     drop(state);
     writer.flush_and_stop().await;
     audit_writer.flush_and_stop().await;
     tracing::info!("usage ledger flushed; bye");
     Ok(())
+}
+
+/// Serves one connection (plain TCP or TLS) until it closes or graceful
+/// shutdown finishes it. Every request carries the peer address and, on an
+/// mTLS connection, the client certificate.
+async fn serve_connection<S>(
+    builder: &auto::Builder<TokioExecutor>,
+    stream: S,
+    peer: SocketAddr,
+    cert: Option<PeerCertificate>,
+    app: axum::Router,
+    watcher: Watcher,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        if let Some(cert) = &cert {
+            req.extensions_mut().insert(cert.clone());
+        }
+        app.clone().oneshot(req)
+    });
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), svc)
+        .into_owned();
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -256,9 +311,26 @@ pub struct Running {
 }
 
 impl Running {
-    /// `http://addr`.
+    /// `http://addr`, or `https://addr` when TLS is configured.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.state.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Re-reads the TLS certificate, key and client CA, as SIGHUP does. A file
+    /// that does not load is refused and the certificates in use stay.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        match &self.state.tls {
+            Some(t) => t.reload(),
+            None => Err(TlsError {
+                field: "cert",
+                message: "TLS is not configured".into(),
+            }),
+        }
     }
 
     /// Graceful shutdown, as on SIGTERM; waits for the ledger flush.

@@ -69,7 +69,7 @@ const ISSUER: &str = "https://idp.example.test/auth/v1";
 
 fn jwt_yaml(jwks: &str, extra: &str) -> String {
     format!(
-        "auth:\n  lockout: {{enabled: false}}\n  jwt:\n    - name: supa\n      issuer: {ISSUER}\n      jwks_url: {jwks}\n      audiences: [{AUD}]\n      algorithms: [RS256]\n      team_claim: app_metadata.team\n      roles_claim: app_metadata.roles\n{extra}"
+        "auth:\n  lockout: {{enabled: false}}\n  jwt:\n    - name: supa\n      issuer: {ISSUER}\n      jwks_url: {jwks}\n      audiences: [{AUD}]\n      algorithms: [RS256]\n      team_claim: app_metadata.team\n      roles_claim: app_metadata.roles\n{extra}rules:\n  - subjects: [\"issuer:supa\"]\n    models: [\"openai/*\"]\n"
     )
 }
 
@@ -383,5 +383,45 @@ print("ok")
     );
     let list = users(&h).await;
     assert_eq!(list[0]["id"], "supa:sdk-user");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn without_rules_a_jwt_user_gets_nothing() {
+    let (jwks, _srv) = jwks_server().await;
+    let yaml = format!(
+        "auth:\n  lockout: {{enabled: false}}\n  jwt:\n    - name: supa\n      issuer: {ISSUER}\n      jwks_url: {jwks}\n      audiences: [{AUD}]\n      algorithms: [RS256]\n"
+    );
+    let h = Harness::start_with(Opts {
+        top_extra: yaml,
+        ..Default::default()
+    })
+    .await;
+    let token = user_token(ISSUER, "nobody");
+    assert_error(
+        h.chat(&token, chat_body("gpt-4o-mini")).await,
+        403,
+        "model_not_allowed",
+    )
+    .await;
+    let v: Value = h
+        .http
+        .get(format!("{}/v1/models", h.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["data"], json!([]));
+    assert_eq!(h.mock.request_count(), 0);
+    // A gateway key is still governed by its own lists.
+    assert_eq!(
+        h.chat(&h.key().await, chat_body("gpt-4o-mini"))
+            .await
+            .status(),
+        200
+    );
     h.stop().await;
 }

@@ -30,6 +30,8 @@ pub fn router() -> Router<AppState> {
         .route("/users", get(list_users))
         .route("/users/{id}", get(get_user).patch(update_user))
         .route("/audit", get(audit))
+        .route("/reload", post(reload))
+        .route("/explain", post(explain))
         .route("/openapi.json", get(openapi))
 }
 
@@ -37,8 +39,8 @@ pub fn router() -> Router<AppState> {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Portcullis admin API", description = "Manage gateway keys and read usage. Every route needs the master key as `Authorization: Bearer <master key>`."),
-    paths(create_key, list_keys, get_key, update_key, revoke_key, rotate_key, usage, list_users, get_user, update_user, audit, openapi),
-    components(schemas(UserList, PatchUser, AuditList, UserRecord, AuditEvent, CreateKey, PatchKey, RotateKey, KeyView, CreatedKey, KeyList, UsageList, UsageRow, UsageGroup)),
+    paths(create_key, list_keys, get_key, update_key, revoke_key, rotate_key, usage, list_users, get_user, update_user, audit, reload, explain, openapi),
+    components(schemas(ExplainRequest, crate::authz::explain::Explanation, crate::authz::explain::Stage, crate::reload::ReloadReport, UserList, PatchUser, AuditList, UserRecord, AuditEvent, CreateKey, PatchKey, RotateKey, KeyView, CreatedKey, KeyList, UsageList, UsageRow, UsageGroup)),
     modifiers(&MasterKeyAuth),
     security(("master_key" = []))
 )]
@@ -677,6 +679,85 @@ pub async fn audit(
         has_more,
     })
     .into_response())
+}
+
+/// Re-reads the configuration file and swaps in the new access rules; an
+/// invalid file is refused (400, every error listed) and the running rules stay.
+#[utoipa::path(post, path = "/admin/reload",
+    responses((status = 200, body = crate::reload::ReloadReport), (status = 400, description = "invalid configuration; nothing changed")))]
+pub async fn reload(
+    State(state): State<AppState>,
+    _: Extension<Admin>,
+) -> Result<Response, ApiError> {
+    match crate::reload::reload(&state) {
+        Ok(report) => Ok(axum::Json(report).into_response()),
+        Err(e) => {
+            tracing::error!(errors = %e, "reload refused: the running configuration stays");
+            let list: Vec<String> = e.errors.iter().map(ToString::to_string).collect();
+            Err(ApiError::BadRequest {
+                message: format!(
+                    "The new configuration is invalid; nothing changed: {}",
+                    list.join("; ")
+                ),
+                param: None,
+            })
+        }
+    }
+}
+
+/// Body of `POST /admin/explain`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainRequest {
+    /// Subject patterns describing the caller: `user:supabase:8f1c`, `team:mobile`, `role:pro`, `issuer:supabase`, `key:<id>`.
+    #[serde(default)]
+    pub subjects: Vec<String>,
+    /// Or a real gateway key id, whose lists and identity are used.
+    pub key_id: Option<String>,
+    /// The model the request names, if any.
+    pub model: Option<String>,
+    /// Request line, e.g. `POST /v1/chat/completions`.
+    pub request: String,
+}
+
+/// What the pipeline would decide for a subject, model and request, stage by stage.
+#[utoipa::path(post, path = "/admin/explain", request_body = ExplainRequest,
+    responses((status = 200, body = crate::authz::explain::Explanation), (status = 400), (status = 404)))]
+pub async fn explain(
+    State(state): State<AppState>,
+    _: Extension<Admin>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: ExplainRequest = parse_body(&body)?;
+    let (method, path) = req
+        .request
+        .trim()
+        .split_once(' ')
+        .ok_or(ApiError::BadRequest {
+            message: "`request` must look like `POST /v1/chat/completions`.".into(),
+            param: Some("request"),
+        })?;
+    let principal = match &req.key_id {
+        Some(id) => {
+            let k = state
+                .store
+                .get_key(id)
+                .await
+                .map_err(store_err)?
+                .ok_or(ApiError::NotFound)?;
+            crate::authn::Principal::for_key(&k)
+        }
+        None => crate::authn::Principal::synthetic(&req.subjects, None, None),
+    };
+    let out = crate::authz::explain::explain(
+        &state.config,
+        &state.rules.load(),
+        &principal,
+        method,
+        path.trim(),
+        req.model.as_deref(),
+    );
+    Ok(axum::Json(out).into_response())
 }
 
 /// This document.

@@ -8,6 +8,11 @@
 //! prefix, a shared key if it equals one (constant-time), and otherwise
 //! refused — never several kinds tried blindly.
 //!
+//! A request without a credential header is authenticated by its connection's
+//! verified TLS client certificate, when `tls.client_ca` is configured (see
+//! [`crate::tls`]); a credential header, when present, wins over the
+//! certificate. Client certificates never open the admin API.
+//!
 //! Before any credential is examined, an address that failed too often is
 //! answered 429 ([`lockout`]); every failure is written to the audit log
 //! ([`audit`]) without the credential.
@@ -36,6 +41,7 @@ use crate::clock::SharedClock;
 use crate::config::AuthConfig;
 use crate::error::ApiError;
 use crate::store::{AuditEvent, SharedStore, UserRecord};
+use crate::tls::{ClientCert, PeerCertificate};
 use audit::AuditLog;
 use jwt::{AppCheckVerifier, JwtError, JwtVerifier};
 use lockout::Lockout;
@@ -199,18 +205,44 @@ impl Authenticator {
         self.lockout.as_ref()
     }
 
-    /// Authenticates a client request.
+    /// Authenticates a client request by its headers alone.
     pub async fn client(
         &self,
         headers: &HeaderMap,
         query: Option<&str>,
     ) -> Result<Principal, Refusal> {
-        let token = credential(headers, query)?.ok_or(Refusal {
-            error: ApiError::InvalidApiKey("no credential"),
-            credential_kind: "none",
-            key_id: None,
-            issuer: None,
-        })?;
+        self.client_with_cert(headers, query, None).await
+    }
+
+    /// Authenticates a client request: a credential header wins when present
+    /// (and is then the only thing checked); otherwise the TLS client
+    /// certificate of the connection, if one was verified.
+    pub async fn client_with_cert(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        cert: Option<&PeerCertificate>,
+    ) -> Result<Principal, Refusal> {
+        let Some(token) = credential(headers, query)? else {
+            return match cert {
+                Some(PeerCertificate::Verified(c)) => {
+                    self.app_check(headers).await?;
+                    self.cert_user(c).await
+                }
+                Some(PeerCertificate::Refused) => Err(Refusal {
+                    error: ApiError::InvalidApiKey("client certificate not accepted"),
+                    credential_kind: "client_cert",
+                    key_id: None,
+                    issuer: None,
+                }),
+                None => Err(Refusal {
+                    error: ApiError::InvalidApiKey("no credential"),
+                    credential_kind: "none",
+                    key_id: None,
+                    issuer: None,
+                }),
+            };
+        };
         self.app_check(headers).await?;
         if token.starts_with(keys::KEY_PREFIX) {
             return self.api_key(token).await;
@@ -291,28 +323,15 @@ impl Authenticator {
                 });
             }
         };
-        let disabled = match self.users.get(&id.user) {
-            Some(d) => d,
-            None => {
-                let now = self.clock.now_ms();
-                let stored = self
-                    .store
-                    .upsert_user(&UserRecord {
-                        id: id.user.clone(),
-                        issuer: Some(id.issuer_name.clone()),
-                        subject: Some(id.subject.clone()),
-                        team: id.team.clone(),
-                        roles: id.roles.clone(),
-                        disabled: false,
-                        first_seen: now,
-                        last_seen: now,
-                    })
-                    .await
-                    .map_err(|e| ApiError::StoreUnavailable(e.to_string()))?;
-                self.users.insert(id.user.clone(), stored.disabled);
-                stored.disabled
-            }
-        };
+        let disabled = self
+            .user_disabled(
+                &id.user,
+                &id.issuer_name,
+                &id.subject,
+                id.team.as_ref(),
+                &id.roles,
+            )
+            .await?;
         if disabled {
             return Err(Refusal {
                 error: ApiError::UserDisabled,
@@ -322,6 +341,62 @@ impl Authenticator {
             });
         }
         Ok(Principal::jwt(id.issuer_name, id.user, id.team, id.roles))
+    }
+
+    /// Whether an identity-provider or certificate user is disabled; a user
+    /// seen for the first time becomes a user record.
+    async fn user_disabled(
+        &self,
+        user: &str,
+        issuer: &str,
+        subject: &str,
+        team: Option<&String>,
+        roles: &[String],
+    ) -> Result<bool, Refusal> {
+        if let Some(d) = self.users.get(user) {
+            return Ok(d);
+        }
+        let now = self.clock.now_ms();
+        let stored = self
+            .store
+            .upsert_user(&UserRecord {
+                id: user.to_owned(),
+                issuer: Some(issuer.to_owned()),
+                subject: Some(subject.to_owned()),
+                team: team.cloned(),
+                roles: roles.to_vec(),
+                disabled: false,
+                first_seen: now,
+                last_seen: now,
+            })
+            .await
+            .map_err(|e| ApiError::StoreUnavailable(e.to_string()))?;
+        self.users.insert(user.to_owned(), stored.disabled);
+        Ok(stored.disabled)
+    }
+
+    /// The principal of a verified client certificate. Its user is a user
+    /// record like a JWT user's (issuer `client_cert`), so it can be disabled.
+    async fn cert_user(&self, cert: &ClientCert) -> Result<Principal, Refusal> {
+        let key_id = format!("cert:{}", cert.fingerprint.get(..16).unwrap_or(""));
+        let refuse = |error| Refusal {
+            error,
+            credential_kind: "client_cert",
+            key_id: Some(key_id.clone()),
+            issuer: None,
+        };
+        let Some(user) = &cert.identity else {
+            return Err(refuse(ApiError::InvalidApiKey(
+                "client certificate has no usable identity",
+            )));
+        };
+        if self
+            .user_disabled(user, "client_cert", user, None, &[])
+            .await?
+        {
+            return Err(refuse(ApiError::UserDisabled));
+        }
+        Ok(Principal::client_cert(&cert.fingerprint, user.clone()))
     }
 
     async fn api_key(&self, token: &str) -> Result<Principal, Refusal> {
@@ -502,9 +577,13 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
         req.extensions_mut().insert(authn.anonymous.clone());
         Ok(())
     } else {
-        authn.client(req.headers(), query).await.map(|p| {
-            req.extensions_mut().insert(p);
-        })
+        let cert = req.extensions().get::<PeerCertificate>().cloned();
+        authn
+            .client_with_cert(req.headers(), query, cert.as_ref())
+            .await
+            .map(|p| {
+                req.extensions_mut().insert(p);
+            })
     };
     let refusal = match result {
         Ok(()) => return next.run(req).await,

@@ -67,6 +67,11 @@ impl Principal {
         }))
     }
 
+    /// The principal a gateway key record stands for (for `explain`).
+    pub fn for_key(k: &ApiKeyRecord) -> Self {
+        Self::api_key(k)
+    }
+
     /// The principal of a shared key.
     pub(crate) fn static_key(name: &str, user: Option<String>, team: Option<String>) -> Self {
         Principal(Arc::new(Data {
@@ -100,6 +105,25 @@ impl Principal {
         }))
     }
 
+    /// The principal of a verified TLS client certificate: key id
+    /// `cert:<first 16 hex digits of the certificate's SHA-256>`, user from the
+    /// field `tls.client_identity` names.
+    pub(crate) fn client_cert(fingerprint: &str, user: String) -> Self {
+        Principal(Arc::new(Data {
+            kind: CredentialKind::ClientCert,
+            key_id: Some(format!(
+                "cert:{}",
+                fingerprint.get(..16).unwrap_or(fingerprint)
+            )),
+            user: Some(user),
+            team: None,
+            roles: Vec::new(),
+            issuer: None,
+            models: None,
+            endpoints: None,
+        }))
+    }
+
     /// The principal of an unauthenticated request (auth disabled, public path).
     pub(crate) fn anonymous() -> Self {
         Principal(Arc::new(Data {
@@ -112,6 +136,53 @@ impl Principal {
             models: None,
             endpoints: None,
         }))
+    }
+
+    /// A principal described by subject patterns (`user:…`, `team:…`, `role:…`,
+    /// `key:…`, `issuer:…`), for `explain`. With an `issuer:` or a `user:`
+    /// containing `:` it is a JWT principal; with `key:` a key principal.
+    pub fn synthetic(
+        subjects: &[String],
+        models: Option<Vec<String>>,
+        endpoints: Option<Vec<String>>,
+    ) -> Self {
+        let mut d = Data {
+            kind: CredentialKind::Anonymous,
+            key_id: None,
+            user: None,
+            team: None,
+            roles: Vec::new(),
+            issuer: None,
+            models,
+            endpoints,
+        };
+        for s in subjects {
+            let Some((kind, value)) = s.split_once(':') else {
+                continue;
+            };
+            let v = Some(value.to_owned());
+            match kind {
+                "user" => {
+                    if value.contains(':') && d.issuer.is_none() {
+                        d.issuer = value.split(':').next().map(str::to_owned);
+                        d.kind = CredentialKind::Jwt;
+                    }
+                    d.user = v;
+                }
+                "team" => d.team = v,
+                "role" => d.roles.push(value.to_owned()),
+                "key" => {
+                    d.key_id = v;
+                    d.kind = CredentialKind::ApiKey;
+                }
+                "issuer" => {
+                    d.issuer = v;
+                    d.kind = CredentialKind::Jwt;
+                }
+                _ => {}
+            }
+        }
+        Principal(Arc::new(d))
     }
 
     /// How the caller authenticated.

@@ -6,7 +6,10 @@
 //! configured provider and match the key's model globs (if it has any).
 
 pub mod endpoints;
+pub mod explain;
 pub mod glob;
+pub mod ownership;
+pub mod rules;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -101,6 +104,7 @@ pub struct RouteFacts {
 /// Decides whether `principal` may make this request.
 pub async fn authorize(
     config: &Config,
+    rules: &rules::Rules,
     principal: Principal,
     req: RouteRequest<'_>,
     facts: &mut RouteFacts,
@@ -154,6 +158,15 @@ pub async fn authorize(
         && !glob::model_allowed(globs, &provider.name, m)
     {
         return Err(ApiError::ModelNotAllowed(m.to_owned()));
+    }
+    match rules.decide(&principal, &provider.name, model.as_deref(), &group) {
+        rules::RuleDecision::Allowed(_) | rules::RuleDecision::NotConfigured => {}
+        rules::RuleDecision::Denied => {
+            return Err(match model.as_deref() {
+                Some(m) => ApiError::ModelNotAllowed(m.to_owned()),
+                None => ApiError::EndpointNotAllowed(group),
+            });
+        }
     }
     // A key limited to some models may not leave the choice to the provider's default.
     if model.is_none()
@@ -219,7 +232,11 @@ pub fn resolve_model<'c, 'm>(
 
 /// The models a principal may use, as `(id, provider)` for `GET /v1/models`.
 /// The id is the bare name where a bare name routes to that provider, else `provider/model`.
-pub fn visible_models(config: &Config, principal: &Principal) -> Vec<(String, String)> {
+pub fn visible_models(
+    config: &Config,
+    rules: &rules::Rules,
+    principal: &Principal,
+) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for p in &config.providers {
         let Some(models) = &p.models else { continue };
@@ -227,6 +244,7 @@ pub fn visible_models(config: &Config, principal: &Principal) -> Vec<(String, St
             if principal
                 .models()
                 .is_some_and(|globs| !glob::model_allowed(globs, &p.name, m))
+                || !rules.allows_model(principal, &p.name, m)
             {
                 continue;
             }

@@ -1,7 +1,8 @@
 //! The proxy handler: the whole pipeline on one screen.
 //!
 //! ```text
-//! authn (layer) ─► authz::authorize ─► forward ─► MeteredBody (accounting)
+//! authn (layer) ─► authz::authorize ─► ownership::guard ─► forward ─► ownership::record ─► MeteredBody (accounting)
+//!                                      └─ own list ─► answered from the store
 //! ```
 
 pub mod upstream;
@@ -21,6 +22,7 @@ use crate::RequestId;
 use crate::accounting::usage::TapKind;
 use crate::accounting::{Meter, MeteredBody};
 use crate::authn::Principal;
+use crate::authz::ownership::{self, Plan};
 use crate::authz::{self, Permit, RouteFacts, RouteRequest, Surface};
 use crate::error::{ApiError, error_body};
 
@@ -43,7 +45,14 @@ pub async fn handle(
     let result = pipeline(&state, principal, &parts, body, &mut facts).await;
     meter.route(facts);
     match result {
-        Ok((permit, upstream)) => respond(&state, &permit, upstream, meter).await,
+        Ok(Outcome::Forwarded(permit, plan, upstream)) => {
+            respond(&state, &permit, &plan, upstream, meter).await
+        }
+        Ok(Outcome::Answered(resp)) => {
+            meter.first_byte();
+            meter.finish(resp.status().as_u16(), None, None);
+            resp
+        }
         Err(e) => {
             log_refusal(&rid, &e);
             meter.finish(e.status().as_u16(), None, Some(e.code()));
@@ -52,13 +61,22 @@ pub async fn handle(
     }
 }
 
+/// What the pipeline produced: a provider response to pass on, or an answer the
+/// gateway made itself (a top-level list of the caller's own resources).
+/// Built once per request and matched at once, so its size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Outcome {
+    Forwarded(Permit, Plan, hyper::Response<hyper::body::Incoming>),
+    Answered(Response),
+}
+
 async fn pipeline(
     state: &AppState,
     principal: Principal,
     parts: &Parts,
     body: Body,
     facts: &mut RouteFacts,
-) -> Result<(Permit, hyper::Response<hyper::body::Incoming>), ApiError> {
+) -> Result<Outcome, ApiError> {
     let surface = surface_of(parts.uri.path())?;
     let body = read_body(body, &parts.headers, state.config.max_body_bytes).await?;
     let content_type = parts
@@ -71,9 +89,15 @@ async fn pipeline(
         content_type,
         body,
     };
-    let permit = authz::authorize(&state.config, principal, route, facts).await?;
+    let mut permit =
+        authz::authorize(&state.config, &state.rules.load(), principal, route, facts).await?;
+    let plan = ownership::guard(state, &mut permit, &parts.method, content_type).await?;
+    if let Some(list) = plan.owned_list() {
+        let answer = ownership::list::answer(state, &permit, parts, list).await?;
+        return Ok(Outcome::Answered(answer));
+    }
     let upstream = forward(state, parts, &permit).await?;
-    Ok((permit, upstream))
+    Ok(Outcome::Forwarded(permit, plan, upstream))
 }
 
 /// Splits a raw path into its surface; nothing here decodes.
@@ -144,6 +168,7 @@ async fn forward(
 async fn respond(
     state: &AppState,
     permit: &Permit,
+    plan: &Plan,
     upstream: hyper::Response<hyper::body::Incoming>,
     mut meter: Meter,
 ) -> Response {
@@ -154,12 +179,18 @@ async fn respond(
     if status.is_client_error() || status.is_server_error() {
         return upstream_error(state, permit, status, &parts.headers, body, meter).await;
     }
-    let kind = TapKind::of(
-        parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok()),
-    );
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let kind = TapKind::of(content_type);
+    let body = match ownership::record(state, plan, content_type, body, idle).await {
+        Ok(body) => body,
+        Err(e) => {
+            meter.finish(e.status().as_u16(), None, Some(e.code()));
+            return e.into_response();
+        }
+    };
     let body = MeteredBody::new(body, kind, meter, status.as_u16(), idle);
     let mut resp = Response::new(Body::new(body));
     *resp.status_mut() = status;
@@ -246,7 +277,7 @@ pub async fn list_models(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
 ) -> Response {
-    let data: Vec<_> = authz::visible_models(&state.config, &principal)
+    let data: Vec<_> = authz::visible_models(&state.config, &state.rules.load(), &principal)
         .into_iter()
         .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
         .collect();
@@ -260,7 +291,7 @@ pub async fn get_model(
     req: Request,
 ) -> Response {
     let id = req.uri().path().strip_prefix("/v1/models/").unwrap_or("");
-    match authz::visible_models(&state.config, &principal)
+    match authz::visible_models(&state.config, &state.rules.load(), &principal)
         .into_iter()
         .find(|(m, _)| m == id)
     {

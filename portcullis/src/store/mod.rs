@@ -2,6 +2,7 @@
 //! talks to. SQLite (embedded, WAL mode) is the default; a Postgres
 //! implementation plugs in behind the same [`Store`] trait.
 
+mod resources;
 mod sqlite;
 
 use std::sync::Arc;
@@ -227,6 +228,44 @@ pub struct AuditEvent {
     pub path: Option<String>,
 }
 
+/// A provider resource created through the gateway, and its owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ResourceRecord {
+    /// Insertion order (set by the store; 0 when inserting).
+    pub seq: i64,
+    /// Provider name.
+    pub provider: String,
+    /// Resource family (`file`, `batch`, `thread`, ...).
+    pub family: String,
+    /// The provider's id.
+    pub id: String,
+    /// `key:<id>`, `user:<id>`, `team:<id>` or `anonymous`.
+    pub owner: String,
+    /// The id of the resource it lives under (a message's thread, ...).
+    pub parent: Option<String>,
+    /// Epoch ms.
+    pub created_at: i64,
+}
+
+/// Which resource records to list, in `seq` order.
+#[derive(Debug, Clone, Default)]
+pub struct ResourceQuery {
+    /// Only this provider.
+    pub provider: Option<String>,
+    /// Only this family.
+    pub family: Option<String>,
+    /// Only these owners (`None`: any owner).
+    pub owners: Option<Vec<String>>,
+    /// Only records with `seq` above this.
+    pub seq_above: Option<i64>,
+    /// Only records with `seq` below this.
+    pub seq_below: Option<i64>,
+    /// Newest first.
+    pub descending: bool,
+    /// At most this many.
+    pub limit: usize,
+}
+
 /// Everything the gateway persists.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -298,6 +337,26 @@ pub trait Store: Send + Sync + 'static {
         before: Option<i64>,
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Records resources; an id already recorded keeps its first owner.
+    async fn insert_resources(&self, records: &[ResourceRecord]) -> Result<(), StoreError>;
+    /// The records of these `(family, id)` pairs at `provider` (missing ones are absent).
+    async fn find_resources(
+        &self,
+        provider: &str,
+        keys: &[(String, String)],
+    ) -> Result<Vec<ResourceRecord>, StoreError>;
+    /// Removes a resource's record and those of everything under it; returns how many went.
+    async fn delete_resource(
+        &self,
+        provider: &str,
+        family: &str,
+        id: &str,
+    ) -> Result<u64, StoreError>;
+    /// Resource records matching `query`.
+    async fn list_resources(
+        &self,
+        query: &ResourceQuery,
+    ) -> Result<Vec<ResourceRecord>, StoreError>;
     /// Ledger records of one request id (for operators and tests).
     async fn usage_by_request(&self, request_id: &str) -> Result<Vec<UsageRecord>, StoreError>;
 }

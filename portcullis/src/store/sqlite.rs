@@ -8,8 +8,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    ApiKeyRecord, AuditEvent, KeyPatch, Store, StoreError, UsageGroup, UsageRecord, UsageRow,
-    UserRecord,
+    ApiKeyRecord, AuditEvent, KeyPatch, ResourceQuery, ResourceRecord, Store, StoreError,
+    UsageGroup, UsageRecord, UsageRow, UserRecord,
 };
 
 /// SQLite-backed [`Store`].
@@ -444,6 +444,34 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn insert_resources(&self, records: &[ResourceRecord]) -> Result<(), StoreError> {
+        super::resources::insert(&self.pool, records).await
+    }
+
+    async fn find_resources(
+        &self,
+        provider: &str,
+        keys: &[(String, String)],
+    ) -> Result<Vec<ResourceRecord>, StoreError> {
+        super::resources::find(&self.pool, provider, keys).await
+    }
+
+    async fn delete_resource(
+        &self,
+        provider: &str,
+        family: &str,
+        id: &str,
+    ) -> Result<u64, StoreError> {
+        super::resources::delete(&self.pool, provider, family, id).await
+    }
+
+    async fn list_resources(
+        &self,
+        query: &ResourceQuery,
+    ) -> Result<Vec<ResourceRecord>, StoreError> {
+        super::resources::list(&self.pool, query).await
     }
 
     async fn usage_by_request(&self, request_id: &str) -> Result<Vec<UsageRecord>, StoreError> {

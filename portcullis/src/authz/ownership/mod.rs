@@ -1,0 +1,559 @@
+//! Resource ownership: a principal reaches only the provider resources it
+//! created through the gateway.
+//!
+//! ```text
+//! request ─► guard ──────────────► forward ─► record ─► client
+//!            IDs in path, body,             IDs in the response are stored
+//!            query owned? (else 404)        before the client sees them
+//!            redirecting body fields
+//!            stripped; own lists
+//!            answered from the store
+//! ```
+//!
+//! - **Owner.** `ownership.scope` picks the attribute a new resource is recorded
+//!   under: `team:<team>`, `user:<user>` or `key:<key id>`; without a scope,
+//!   identity-provider users own as `user:` and keys (gateway, shared, client
+//!   certificate) as `key:`. A principal without the scope's attribute falls
+//!   back to the next narrower one (team → user → key; `key` falls back to
+//!   `user`). Anonymous principals (`auth.disabled`, public paths) all share
+//!   the owner `anonymous`. A principal may use what is recorded under any of
+//!   its identities from the scope's attribute down (with `team` scope: its
+//!   team's, its user's and its key's resources), so widening the scope keeps
+//!   old resources reachable and narrowing it never opens a team's.
+//! - **Checks.** Every ID in the path (at any depth), in the body (see
+//!   [`families::BODY_FIELDS`]) and in list cursors must be recorded under one of
+//!   the caller's identities. Anything else — another principal's ID, an ID the
+//!   gateway never issued, a deleted one — answers `404 not_found` with the same
+//!   body, and nothing is forwarded. `allow_unmanaged_ids: true` forwards IDs
+//!   the gateway never recorded (then a foreign ID's 404 comes from the gateway
+//!   and an unknown one's from the provider, which tells them apart).
+//! - **Recording.** IDs in successful responses of the endpoints in
+//!   [`families::ENDPOINTS`] are recorded before the response leaves: JSON
+//!   bodies are read whole (up to [`MAX_READ`]), event streams are tapped event
+//!   by event and an event carrying a new ID is held until it is stored.
+//!   Deleting a resource removes its record and those under it.
+//! - **Lists.** Top-level lists (`GET /files`, `/assistants`, `/batches`, …) are
+//!   answered from the store: the caller's IDs in creation order, each object
+//!   fetched fresh from the provider ([`list`]).
+//! - **Mass assignment.** [`families::STRIPPED_FIELDS`] are removed from every
+//!   JSON body, whatever the scope.
+
+pub mod admin;
+pub mod body;
+pub mod extract;
+pub mod families;
+pub mod list;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Method;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use serde::Deserialize;
+
+use self::extract::{Reading, Sink, SseRegistrar};
+use self::families::{Endpoint, Family, List};
+use super::Permit;
+use crate::AppState;
+use crate::accounting::usage::TapKind;
+use crate::authn::{CredentialKind, Principal};
+use crate::config::ConfigError;
+use crate::error::ApiError;
+use crate::store::{ResourceRecord, StoreError};
+
+/// Largest JSON response read whole for IDs; larger ones pass unread (and a warning is logged).
+pub const MAX_READ: usize = 4 * 1024 * 1024;
+
+// -------------------------------------------------------------- configuration
+
+/// Which attribute new resources are recorded under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// The principal's user.
+    User,
+    /// The principal's team: shared by the whole team.
+    Team,
+    /// The principal's key.
+    Key,
+    /// No ownership checks at all.
+    Off,
+}
+
+/// `ownership:` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnershipFile {
+    scope: Option<Scope>,
+    allow_unmanaged_ids: Option<bool>,
+}
+
+/// Validated `ownership:` settings.
+#[derive(Debug, Clone, Default)]
+pub struct OwnershipConfig {
+    /// `None`: `user` for identity-provider users, `key` for keys.
+    pub scope: Option<Scope>,
+    /// Forward IDs the gateway never recorded.
+    pub allow_unmanaged_ids: bool,
+}
+
+impl OwnershipConfig {
+    /// Validates the file section (nothing in it can be wrong beyond its types today).
+    pub fn from_file(file: Option<OwnershipFile>, errors: &mut Vec<ConfigError>) -> Self {
+        let file = file.unwrap_or_default();
+        let _ = errors;
+        OwnershipConfig {
+            scope: file.scope,
+            allow_unmanaged_ids: file.allow_unmanaged_ids.unwrap_or(false),
+        }
+    }
+}
+
+/// Who a request acts as, for ownership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The owner new resources are recorded under.
+    pub owner: String,
+    /// Every owner whose resources the caller may use (`owner` first).
+    pub identities: Vec<String>,
+}
+
+impl Caller {
+    /// The caller a principal is, or `None` when ownership is off.
+    pub fn of(cfg: &OwnershipConfig, p: &Principal) -> Option<Caller> {
+        #[derive(Clone, Copy)]
+        enum A {
+            Team,
+            User,
+            Key,
+        }
+        let chain: &[A] = match cfg.scope {
+            Some(Scope::Off) => return None,
+            Some(Scope::Team) => &[A::Team, A::User, A::Key],
+            Some(Scope::User) => &[A::User, A::Key],
+            Some(Scope::Key) => &[A::Key, A::User],
+            None if p.kind() == CredentialKind::Jwt => &[A::User, A::Key],
+            None => &[A::Key, A::User],
+        };
+        let identities: Vec<String> = chain
+            .iter()
+            .filter_map(|a| match a {
+                A::Team => p.team().map(|t| format!("team:{t}")),
+                A::User => p.user().map(|u| format!("user:{u}")),
+                A::Key => p.key_id().map(|k| format!("key:{k}")),
+            })
+            .collect();
+        let identities = if identities.is_empty() {
+            vec!["anonymous".to_owned()]
+        } else {
+            identities
+        };
+        Some(Caller {
+            owner: identities[0].clone(),
+            identities,
+        })
+    }
+
+    /// True if a resource recorded under `owner` is the caller's.
+    pub fn owns(&self, owner: &str) -> bool {
+        self.identities.iter().any(|i| i == owner)
+    }
+}
+
+// ------------------------------------------------------------------- request
+
+/// What ownership decided about a request that may go on.
+#[derive(Debug)]
+pub struct Plan {
+    active: bool,
+    provider: String,
+    owner: String,
+    endpoint: Option<&'static Endpoint>,
+    reading: Reading,
+    register: bool,
+    delete: Option<(Family, String)>,
+    list: Option<list::ListPlan>,
+}
+
+impl Plan {
+    /// A request ownership does not look at.
+    fn inactive(provider: &str) -> Plan {
+        Plan {
+            active: false,
+            provider: provider.to_owned(),
+            owner: String::new(),
+            endpoint: None,
+            reading: Reading {
+                creates: None,
+                children: None,
+                parent: None,
+                stored: false,
+            },
+            register: false,
+            delete: None,
+            list: None,
+        }
+    }
+
+    /// A top-level list the gateway answers from the store.
+    pub fn owned_list(&self) -> Option<&list::ListPlan> {
+        self.list.as_ref()
+    }
+}
+
+fn is_multipart(ct: Option<&str>) -> bool {
+    ct.and_then(|c| c.get(..19))
+        .is_some_and(|p| p.eq_ignore_ascii_case("multipart/form-data"))
+}
+
+fn is_json(ct: Option<&str>, body: &[u8]) -> bool {
+    let declared = ct.is_none_or(|ct| {
+        let ct = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        ct == "application/json" || ct.ends_with("+json")
+    });
+    declared || body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
+fn store_down(e: StoreError) -> ApiError {
+    ApiError::StoreUnavailable(e.to_string())
+}
+
+/// Checks every resource ID a permitted request names and strips redirecting
+/// body fields. A refusal is `404 not_found` and nothing is forwarded.
+pub async fn guard(
+    state: &AppState,
+    permit: &mut Permit,
+    method: &Method,
+    content_type: Option<&str>,
+) -> Result<Plan, ApiError> {
+    let provider = permit.provider.name.clone();
+    let group = permit.group.clone();
+    let (body_ids, store_flag, audio) = if permit.body.is_empty() {
+        (Vec::new(), None, false)
+    } else if is_multipart(content_type) {
+        let ids = body::form_ids(content_type.unwrap_or(""), permit.body.clone()).await?;
+        (ids, None, false)
+    } else if is_json(content_type, &permit.body) {
+        let facts = body::json_facts(&permit.body, &group)?;
+        if let Some(b) = facts.rewritten {
+            tracing::info!(fields = ?facts.stripped, "removed redirecting fields from the request body");
+            permit.body = b;
+        }
+        (facts.ids, facts.store, facts.audio)
+    } else {
+        (Vec::new(), None, false)
+    };
+
+    let Some(caller) = Caller::of(&state.config.ownership, &permit.principal) else {
+        return Ok(Plan::inactive(&provider));
+    };
+    let (path, query) = match permit.upstream_path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (permit.upstream_path.as_str(), None),
+    };
+    let matched = families::match_path(path);
+    if matched.is_none() && families::covers_group(&group) {
+        tracing::info!(path, "ownership: no such endpoint in an ID-bearing group");
+        return Err(ApiError::NotFound);
+    }
+    let endpoint = matched.as_ref().map(|m| m.endpoint);
+    let path_ids = matched.map(|m| m.ids).unwrap_or_default();
+
+    // Everything to check: path, body, query.
+    let mut wanted: Vec<(Family, String)> = path_ids.clone();
+    wanted.extend(body_ids);
+    let params: Vec<(String, String)> = query
+        .and_then(|q| serde_urlencoded::from_str(q).ok())
+        .unwrap_or_default();
+    let list_kind = endpoint.filter(|_| method == Method::GET).map(|e| e.list);
+    let cursor_family = match list_kind {
+        Some(List::Owned(f, _) | List::Children(f) | List::Passthrough(Some(f))) => Some(f),
+        _ => None,
+    };
+    for (k, v) in &params {
+        if let Some(f) = cursor_family
+            && (k == "after" || k == "before")
+            && !v.is_empty()
+        {
+            wanted.push((f, v.clone()));
+        }
+        if let Some((_, f)) = families::QUERY_FIELDS.iter().find(|(n, _)| n == k)
+            && !v.is_empty()
+        {
+            wanted.push((*f, v.clone()));
+        }
+    }
+    let found = check(state, &caller, &provider, &wanted).await?;
+
+    // New resources belong to the owner of the resource they live under.
+    let owner = path_ids
+        .last()
+        .and_then(|(f, id)| found.get(&(*f, id.clone())))
+        .map_or_else(|| caller.owner.clone(), |r| r.owner.clone());
+    let parent = path_ids.last().map(|(_, id)| id.clone());
+    let list = match list_kind {
+        Some(List::Owned(family, filters)) => Some(list::ListPlan::new(
+            family,
+            filters,
+            endpoint.map_or("", |e| e.path),
+            &params,
+            &found,
+            caller.identities.clone(),
+        )?),
+        _ => None,
+    };
+    let delete = endpoint
+        .filter(|e| e.deletes && method == Method::DELETE)
+        .and_then(|_| path_ids.last().cloned());
+    let chat = endpoint.is_some_and(|e| e.path.starts_with("/chat/completions"));
+    let chat_create = chat
+        && method == Method::POST
+        && endpoint.is_some_and(|e| e.path == "/chat/completions")
+        && (store_flag == Some(true) || audio);
+    let register = endpoint.is_some_and(|e| !e.opaque)
+        && method != Method::DELETE
+        && (!chat || chat_create);
+    Ok(Plan {
+        active: true,
+        provider,
+        owner,
+        endpoint,
+        reading: Reading {
+            creates: endpoint
+                .filter(|_| method == Method::POST)
+                .and_then(|e| e.creates),
+            children: match endpoint.map(|e| e.list) {
+                Some(List::Children(f)) => Some(f),
+                _ => None,
+            },
+            parent,
+            stored: store_flag == Some(true),
+        },
+        register,
+        delete,
+        list,
+    })
+}
+
+/// Looks the IDs up; every one must be the caller's (or unmanaged, when allowed).
+async fn check(
+    state: &AppState,
+    caller: &Caller,
+    provider: &str,
+    wanted: &[(Family, String)],
+) -> Result<HashMap<(Family, String), ResourceRecord>, ApiError> {
+    if wanted.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let keys: Vec<(String, String)> = wanted
+        .iter()
+        .map(|(f, id)| (f.as_str().to_owned(), id.clone()))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let rows = state
+        .store
+        .find_resources(provider, &keys)
+        .await
+        .map_err(store_down)?;
+    let mut found = HashMap::new();
+    for r in rows {
+        if let Some(f) = Family::parse(&r.family) {
+            found.insert((f, r.id.clone()), r);
+        }
+    }
+    let allow_unmanaged = state.config.ownership.allow_unmanaged_ids;
+    for (f, id) in wanted {
+        match found.get(&(*f, id.clone())) {
+            Some(r) if caller.owns(&r.owner) => {}
+            Some(_) => {
+                tracing::info!(family = f.as_str(), id, "ownership: another principal's resource");
+                return Err(ApiError::NotFound);
+            }
+            None if allow_unmanaged => {}
+            None => {
+                tracing::info!(family = f.as_str(), id, "ownership: an ID the gateway never issued");
+                return Err(ApiError::NotFound);
+            }
+        }
+    }
+    Ok(found)
+}
+
+// ------------------------------------------------------------------ response
+
+pin_project_lite::pin_project! {
+    /// A successful response body after ownership has read what it needs.
+    #[project = RecordedProj]
+    pub enum Recorded<B> {
+        /// Passed through untouched.
+        Plain { #[pin] body: B },
+        /// Read whole, IDs recorded.
+        Whole { bytes: Option<Bytes> },
+        /// Too large to read whole: what was read, then the rest.
+        Chained { head: VecDeque<Bytes>, #[pin] rest: B },
+        /// An event stream whose IDs are recorded as they pass.
+        Stream { #[pin] body: SseRegistrar<B> },
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<B> Body for Recorded<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            RecordedProj::Plain { body } => body.poll_frame(cx).map(|o| o.map(|r| r.map_err(Into::into))),
+            RecordedProj::Whole { bytes } => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            RecordedProj::Chained { head, rest } => match head.pop_front() {
+                Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                None => rest.poll_frame(cx).map(|o| o.map(|r| r.map_err(Into::into))),
+            },
+            RecordedProj::Stream { body } => body.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Recorded::Plain { body } => body.is_end_stream(),
+            Recorded::Whole { bytes } => bytes.is_none(),
+            Recorded::Chained { head, rest } => head.is_empty() && rest.is_end_stream(),
+            Recorded::Stream { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Recorded::Plain { body } => body.size_hint(),
+            Recorded::Whole { bytes } => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            Recorded::Chained { .. } => SizeHint::default(),
+            Recorded::Stream { body } => body.size_hint(),
+        }
+    }
+}
+
+/// After a successful upstream response: forgets deleted resources and records
+/// the IDs the response carries, before any of it reaches the client.
+pub async fn record<B>(
+    state: &AppState,
+    plan: &Plan,
+    content_type: Option<&str>,
+    body: B,
+    idle: Duration,
+) -> Result<Recorded<B>, ApiError>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    if !plan.active {
+        return Ok(Recorded::Plain { body });
+    }
+    if let Some((family, id)) = &plan.delete {
+        let n = state
+            .store
+            .delete_resource(&plan.provider, family.as_str(), id)
+            .await
+            .map_err(store_down)?;
+        tracing::debug!(family = family.as_str(), id, records = n, "ownership: resource deleted");
+    }
+    if !plan.register {
+        return Ok(Recorded::Plain { body });
+    }
+    match TapKind::of(content_type) {
+        TapKind::Sse => Ok(Recorded::Stream {
+            body: SseRegistrar::new(
+                body,
+                Sink {
+                    store: state.store.clone(),
+                    provider: plan.provider.clone(),
+                    owner: plan.owner.clone(),
+                    reading: plan.reading.clone(),
+                    now_ms: state.clock.now_ms(),
+                },
+            ),
+        }),
+        TapKind::Json => read_and_record(state, plan, body, idle).await,
+        TapKind::None => Ok(Recorded::Plain { body }),
+    }
+}
+
+async fn read_and_record<B>(
+    state: &AppState,
+    plan: &Plan,
+    mut body: B,
+    idle: Duration,
+) -> Result<Recorded<B>, ApiError>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let mut frames = VecDeque::new();
+    let mut size = 0usize;
+    loop {
+        match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return Err(ApiError::UpstreamTimeout("idle")),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                let e: BoxError = e.into();
+                return Err(ApiError::UpstreamUnavailable(e.to_string()));
+            }
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    size += data.len();
+                    frames.push_back(data);
+                }
+                if size > MAX_READ {
+                    tracing::warn!(
+                        endpoint = plan.endpoint.map_or("", |e| e.path),
+                        "ownership: response too large to read for resource ids; passed on unread"
+                    );
+                    return Ok(Recorded::Chained {
+                        head: frames,
+                        rest: body,
+                    });
+                }
+            }
+        }
+    }
+    let bytes = if frames.len() == 1 {
+        frames.pop_front().unwrap_or_default()
+    } else {
+        let mut all = Vec::with_capacity(size);
+        for f in &frames {
+            all.extend_from_slice(f);
+        }
+        Bytes::from(all)
+    };
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+        let mut found = Vec::new();
+        extract::extract(&v, &plan.reading, &mut None, &mut found);
+        let recs = extract::records(
+            found,
+            &plan.provider,
+            &plan.owner,
+            state.clock.now_ms(),
+            &mut HashSet::new(),
+        );
+        state
+            .store
+            .insert_resources(&recs)
+            .await
+            .map_err(store_down)?;
+    }
+    Ok(Recorded::Whole { bytes: Some(bytes) })
+}

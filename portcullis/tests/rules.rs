@@ -1,0 +1,434 @@
+//! Access rules: table-driven matching, enforcement through the gateway
+//! (models, endpoint groups, model lists, key narrowing), `explain` (admin API
+//! and CLI), and live reload that refuses a bad file.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+use common::*;
+use portcullis::authn::Principal;
+use portcullis::authz::rules::RuleDecision;
+use portcullis::config::{Config, ConfigSource};
+use serde_json::{Value, json};
+
+const RULES: &str = r#"rules:
+  - subjects: ["team:mobile", "role:pro"]
+    models: ["openai/gpt-4o-mini"]
+    endpoints: [chat]
+  - subjects: ["user:supa:8f1c"]
+    models: ["openai/gpt-4o*", "openai/text-*"]
+  - subjects: ["issuer:corp"]
+    models: ["openai/*"]
+    endpoints: [files, embeddings]
+  - subjects: ["key:static:ci"]
+    models: ["*/*"]
+"#;
+
+fn rules_config() -> Config {
+    let env = |_: &str| None;
+    Config::from_yaml(
+        &format!("providers:\n  - name: openai\n    kind: openai\n    api_key: sk-x\n    models: [gpt-4o-mini, gpt-4o, text-embedding-3-small]\n{RULES}"),
+        &env,
+        ConfigSource::Defaults,
+    )
+    .unwrap()
+}
+
+fn p(subjects: &[&str]) -> Principal {
+    Principal::synthetic(
+        &subjects.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
+        None,
+        None,
+    )
+}
+
+#[test]
+fn rule_matching_table() {
+    let cfg = rules_config();
+    let r = &cfg.rules;
+    let cases: &[(&[&str], Option<&str>, &str, RuleDecision)] = &[
+        (
+            &["team:mobile"],
+            Some("gpt-4o-mini"),
+            "chat",
+            RuleDecision::Allowed(0),
+        ),
+        (
+            &["team:mobile"],
+            Some("gpt-4o"),
+            "chat",
+            RuleDecision::Denied,
+        ),
+        (
+            &["team:mobile"],
+            Some("gpt-4o-mini"),
+            "embeddings",
+            RuleDecision::Denied,
+        ),
+        (
+            &["team:web"],
+            Some("gpt-4o-mini"),
+            "chat",
+            RuleDecision::Denied,
+        ),
+        (
+            &["role:pro", "issuer:x"],
+            Some("gpt-4o-mini"),
+            "chat",
+            RuleDecision::Allowed(0),
+        ),
+        (
+            &["user:supa:8f1c"],
+            Some("gpt-4o"),
+            "chat",
+            RuleDecision::Allowed(1),
+        ),
+        (
+            &["user:supa:8f1c"],
+            Some("text-embedding-3-small"),
+            "embeddings",
+            RuleDecision::Allowed(1),
+        ),
+        (
+            &["user:supa:other"],
+            Some("gpt-4o"),
+            "chat",
+            RuleDecision::Denied,
+        ),
+        (
+            &["issuer:corp", "user:corp:1"],
+            None,
+            "files",
+            RuleDecision::Allowed(2),
+        ),
+        (
+            &["issuer:corp", "user:corp:1"],
+            None,
+            "threads",
+            RuleDecision::Denied,
+        ),
+        (
+            &["issuer:corp", "user:corp:1"],
+            Some("gpt-4o"),
+            "chat",
+            RuleDecision::Denied,
+        ),
+        (
+            &["key:static:ci"],
+            Some("anything"),
+            "anything",
+            RuleDecision::Allowed(3),
+        ),
+        (&[], Some("gpt-4o-mini"), "chat", RuleDecision::Denied),
+    ];
+    for (subjects, model, group, want) in cases {
+        assert_eq!(
+            &r.decide(&p(subjects), "openai", *model, group),
+            want,
+            "{subjects:?} {model:?} {group}"
+        );
+    }
+    // Without a rules section: keys are governed by their own lists, JWT users get nothing.
+    let env = |_: &str| None;
+    let none = Config::from_yaml("listen: 127.0.0.1:1\n", &env, ConfigSource::Defaults).unwrap();
+    assert_eq!(
+        none.rules
+            .decide(&p(&["key:abc"]), "openai", Some("gpt-4o"), "chat"),
+        RuleDecision::NotConfigured
+    );
+    assert_eq!(
+        none.rules
+            .decide(&p(&["user:supa:1"]), "openai", Some("gpt-4o"), "chat"),
+        RuleDecision::Denied
+    );
+}
+
+#[test]
+fn bad_rules_are_configuration_errors() {
+    let env = |_: &str| None;
+    let e = Config::from_yaml(
+        "rules:\n  - subjects: [\"nobody\", \"planet:mars\"]\n    models: [\"gpt-4o\"]\n  - subjects: []\n    models: []\n",
+        &env,
+        ConfigSource::Defaults,
+    )
+    .unwrap_err();
+    let locs: Vec<&str> = e.errors.iter().map(|e| e.location.as_str()).collect();
+    for want in [
+        "rules[0].subjects[0]",
+        "rules[0].subjects[1]",
+        "rules[0].models[0]",
+        "rules[1].subjects",
+        "rules[1].models",
+    ] {
+        assert!(locs.contains(&want), "{want} missing in {locs:?}");
+    }
+}
+
+#[tokio::test]
+async fn rules_are_enforced_through_the_gateway_and_narrowed_by_keys() {
+    let h = Harness::start_with(Opts {
+        top_extra: RULES.into(),
+        ..Default::default()
+    })
+    .await;
+    let (_, mobile) = h.create_key(json!({"team": "mobile"})).await;
+    let (_, other) = h.create_key(json!({"team": "web"})).await;
+    assert_eq!(
+        h.chat(&mobile, chat_body("gpt-4o-mini")).await.status(),
+        200
+    );
+    h.mock.clear();
+    assert_error(
+        h.chat(&mobile, chat_body("gpt-4o")).await,
+        403,
+        "model_not_allowed",
+    )
+    .await;
+    assert_error(
+        h.chat(&other, chat_body("gpt-4o-mini")).await,
+        403,
+        "model_not_allowed",
+    )
+    .await;
+    let resp = h
+        .http
+        .post(format!("{}/v1/embeddings", h.url))
+        .bearer_auth(&mobile)
+        .json(&json!({"model": "text-embedding-3-small", "input": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 403, "model_not_allowed").await;
+    let resp = h
+        .http
+        .get(format!("{}/v1/files", h.url))
+        .bearer_auth(&mobile)
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 403, "endpoint_not_allowed").await;
+    assert_eq!(h.mock.request_count(), 0, "nothing forwarded");
+    // /v1/models lists exactly what the rules (and the key) allow.
+    let v: Value = h
+        .http
+        .get(format!("{}/v1/models", h.url))
+        .bearer_auth(&mobile)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["gpt-4o-mini"]);
+    let v: Value = h
+        .http
+        .get(format!("{}/v1/models", h.url))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["data"], json!([]));
+    // A key's own list narrows further: both must allow.
+    let (_, narrow) = h
+        .create_key(json!({"team": "mobile", "endpoints": ["embeddings"]}))
+        .await;
+    assert_error(
+        h.chat(&narrow, chat_body("gpt-4o-mini")).await,
+        403,
+        "endpoint_not_allowed",
+    )
+    .await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn explain_answers_why() {
+    let h = Harness::start_with(Opts {
+        top_extra: RULES.into(),
+        ..Default::default()
+    })
+    .await;
+    let explain = |body: Value| {
+        let h = &h;
+        async move {
+            h.http
+                .post(format!("{}/admin/explain", h.url))
+                .bearer_auth(MASTER)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let v = explain(json!({"subjects": ["user:supa:8f1c"], "model": "gpt-4o", "request": "POST /v1/chat/completions"})).await;
+    assert_eq!(v["decision"], "allow", "{v}");
+    assert!(v["rule"].as_str().unwrap().starts_with("rules[1]"), "{v}");
+    let v = explain(json!({"subjects": ["user:supa:8f1c"], "model": "gpt-4o", "request": "GET /v1/organization/users"})).await;
+    assert_eq!(v["decision"], "deny");
+    assert_eq!(v["status"], 403);
+    assert_eq!(v["code"], "endpoint_not_allowed");
+    let stage = v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "provider_allowlist")
+        .unwrap();
+    assert_eq!(stage["result"], "refuse");
+    let v = explain(json!({"subjects": ["team:web"], "model": "gpt-4o-mini", "request": "POST /v1/chat/completions"})).await;
+    assert_eq!(v["code"], "model_not_allowed");
+    let stage = v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "rules")
+        .unwrap();
+    assert_eq!(stage["result"], "refuse", "{v}");
+    let v = explain(
+        json!({"subjects": [], "model": "gpt-5-turbo", "request": "POST /v1/chat/completions"}),
+    )
+    .await;
+    assert_eq!(v["code"], "model_not_found");
+    // A real key's lists take part.
+    let (id, _) = h
+        .create_key(json!({"team": "mobile", "models": ["gpt-4o"]}))
+        .await;
+    let v = explain(
+        json!({"key_id": id, "model": "gpt-4o-mini", "request": "POST /v1/chat/completions"}),
+    )
+    .await;
+    assert_eq!(v["code"], "model_not_allowed");
+    assert_eq!(
+        v["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stage"] == "key_models")
+            .unwrap()["result"],
+        "refuse"
+    );
+    // The CLI prints the same decision.
+    let url = h.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args([
+                "explain",
+                "--subject",
+                "user:supa:8f1c",
+                "--model",
+                "gpt-4o",
+                "--request",
+                "POST /v1/chat/completions",
+                "--url",
+                &url,
+            ])
+            .env("PORTCULLIS_ADMIN_KEY", MASTER)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("decision: allow") && text.contains("rules[1]"),
+        "{text}"
+    );
+    assert_eq!(h.mock.request_count(), 0, "explain forwards nothing");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn reload_swaps_rules_and_refuses_a_bad_file() {
+    let mock =
+        mock_provider::MockProvider::start("127.0.0.1:0".parse().unwrap(), Default::default())
+            .await
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("portcullis.yaml");
+    let base = format!(
+        "listen: 127.0.0.1:0\ndatabase: sqlite://{}\nadmin:\n  master_key: {MASTER}\nauth:\n  lockout: {{enabled: false}}\nproviders:\n  - name: openai\n    kind: openai\n    base_url: {}\n    api_key: {PROVIDER_KEY}\n    models: [gpt-4o-mini, gpt-4o]\n",
+        dir.path().join("db.sqlite").display(),
+        mock.base_url()
+    );
+    let rule = |model: &str| {
+        format!("rules:\n  - subjects: [\"team:mobile\"]\n    models: [\"openai/{model}\"]\n")
+    };
+    std::fs::write(&path, format!("{base}{}", rule("gpt-4o-mini"))).unwrap();
+    let gw = portcullis::server::spawn(Config::load(Some(&path)).unwrap(), None)
+        .await
+        .unwrap();
+    let url = gw.url();
+    let http = reqwest::Client::new();
+    let key: Value = http
+        .post(format!("{url}/admin/keys"))
+        .bearer_auth(MASTER)
+        .json(&json!({"team": "mobile"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = key["key"].as_str().unwrap().to_owned();
+    let chat = |model: &str| {
+        http.post(format!("{url}/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&chat_body(model))
+            .send()
+    };
+    assert_eq!(chat("gpt-4o-mini").await.unwrap().status(), 200);
+    assert_eq!(chat("gpt-4o").await.unwrap().status(), 403);
+    // New rules take effect on reload.
+    std::fs::write(&path, format!("{base}{}", rule("gpt-4o"))).unwrap();
+    let r: Value = http
+        .post(format!("{url}/admin/reload"))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["reloaded"], true, "{r}");
+    assert_eq!(chat("gpt-4o").await.unwrap().status(), 200);
+    assert_eq!(chat("gpt-4o-mini").await.unwrap().status(), 403);
+    // A bad file is refused with every error, and the old rules stay.
+    std::fs::write(
+        &path,
+        format!("{base}rules:\n  - subjects: [\"planet:mars\"]\n    models: [\"gpt-4o\"]\n"),
+    )
+    .unwrap();
+    let resp = http
+        .post(format!("{url}/admin/reload"))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+        .unwrap();
+    let body = assert_error(resp, 400, "invalid_request").await;
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("rules[0].subjects[0]") && msg.contains("rules[0].models[0]"),
+        "{msg}"
+    );
+    assert_eq!(
+        chat("gpt-4o").await.unwrap().status(),
+        200,
+        "old rules still in force"
+    );
+    gw.shutdown().await.unwrap();
+}
