@@ -92,13 +92,17 @@ struct Writer {
     spill: Option<PathBuf>,
 }
 
+/// How long the writer gathers records before writing a batch smaller than `batch_size`.
+const GATHER: Duration = Duration::from_millis(50);
+
 /// Records kept in memory while the store is down before the oldest are spilled to disk.
 const MAX_PENDING: usize = 1_000_000;
 
 impl Writer {
     async fn run(mut self, mut stop: oneshot::Receiver<()>) {
         let mut backoff = Duration::ZERO;
-        loop {
+        let mut stopping = false;
+        while !stopping {
             tokio::select! {
                 biased;
                 _ = &mut stop => break,
@@ -111,6 +115,22 @@ impl Writer {
             self.take_overflow();
             if self.pending.is_empty() {
                 continue;
+            }
+            // Gather for a moment before writing: one transaction for many
+            // records costs the store far less than one each. Records are
+            // visible within `GATHER` of their request's end.
+            if self.pending.len() < self.batch {
+                let deadline = tokio::time::Instant::now() + GATHER;
+                while self.pending.len() < self.batch {
+                    let room = self.batch - self.pending.len();
+                    tokio::select! {
+                        biased;
+                        _ = &mut stop => { stopping = true; break }
+                        n = self.rx.recv_many(&mut self.pending, room) => if n == 0 { break },
+                        () = tokio::time::sleep_until(deadline) => break,
+                    }
+                }
+                self.take_overflow();
             }
             match self.write_pending().await {
                 Ok(()) => backoff = Duration::ZERO,
