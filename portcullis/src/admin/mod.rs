@@ -30,6 +30,10 @@ pub fn router() -> Router<AppState> {
         .route("/users", get(list_users))
         .route("/users/{id}", get(get_user).patch(update_user))
         .route("/audit", get(audit))
+        .route(
+            "/resources",
+            get(crate::authz::ownership::admin::list_resources),
+        )
         .route("/reload", post(reload))
         .route("/explain", post(explain))
         .route("/openapi.json", get(openapi))
@@ -39,8 +43,8 @@ pub fn router() -> Router<AppState> {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Portcullis admin API", description = "Manage gateway keys and read usage. Every route needs the master key as `Authorization: Bearer <master key>`."),
-    paths(create_key, list_keys, get_key, update_key, revoke_key, rotate_key, usage, list_users, get_user, update_user, audit, reload, explain, openapi),
-    components(schemas(ExplainRequest, crate::authz::explain::Explanation, crate::authz::explain::Stage, crate::reload::ReloadReport, UserList, PatchUser, AuditList, UserRecord, AuditEvent, CreateKey, PatchKey, RotateKey, KeyView, CreatedKey, KeyList, UsageList, UsageRow, UsageGroup)),
+    paths(create_key, list_keys, get_key, update_key, revoke_key, rotate_key, usage, list_users, get_user, update_user, audit, reload, explain, crate::authz::ownership::admin::list_resources, openapi),
+    components(schemas(crate::authz::ownership::admin::ResourceList, crate::store::ResourceRecord, ExplainRequest, crate::authz::explain::Explanation, crate::authz::explain::Stage, crate::reload::ReloadReport, UserList, PatchUser, AuditList, UserRecord, AuditEvent, CreateKey, PatchKey, RotateKey, KeyView, CreatedKey, KeyList, UsageList, UsageRow, UsageGroup)),
     modifiers(&MasterKeyAuth),
     security(("master_key" = []))
 )]
@@ -344,6 +348,24 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
+/// A `since`/`until` query value: RFC 3339 or Unix seconds, as epoch ms.
+fn time_bound(v: Option<String>, param: &'static str) -> Result<Option<i64>, ApiError> {
+    v.map(|s| {
+        parse_time(&s).ok_or(ApiError::BadRequest {
+            message: format!("`{param}` must be an RFC 3339 time or Unix seconds."),
+            param: Some(param),
+        })
+    })
+    .transpose()
+}
+
+/// Cuts a page fetched with `limit + 1` rows to `limit`; true when more follow.
+fn page<T>(rows: &mut Vec<T>, limit: usize) -> bool {
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    more
+}
+
 fn parse_query<T: serde::de::DeserializeOwned + Default>(q: Option<&str>) -> Result<T, ApiError> {
     match q {
         None | Some("") => Ok(T::default()),
@@ -370,8 +392,7 @@ pub async fn list_keys(
         .list_keys(q.after.as_deref(), limit + 1)
         .await
         .map_err(store_err)?;
-    let has_more = rows.len() > limit;
-    rows.truncate(limit);
+    let has_more = page(&mut rows, limit);
     let now = state.clock.now_ms();
     Ok(axum::Json(KeyList {
         data: rows.iter().map(|k| view(k, now)).collect(),
@@ -523,17 +544,8 @@ pub async fn usage(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let q: UsageQuery = parse_query(q.as_deref())?;
-    let bound = |v: Option<String>, param| {
-        v.map(|s| {
-            parse_time(&s).ok_or(ApiError::BadRequest {
-                message: format!("`{param}` must be an RFC 3339 time or Unix seconds."),
-                param: Some(param),
-            })
-        })
-        .transpose()
-    };
-    let since = bound(q.since, "since")?;
-    let until = bound(q.until, "until")?;
+    let since = time_bound(q.since, "since")?;
+    let until = time_bound(q.until, "until")?;
     let rows = state
         .store
         .usage_summary(q.group_by.unwrap_or(UsageGroup::Key), since, until)
@@ -575,8 +587,7 @@ pub async fn list_users(
         .list_users(q.after.as_deref(), limit + 1)
         .await
         .map_err(store_err)?;
-    let has_more = rows.len() > limit;
-    rows.truncate(limit);
+    let has_more = page(&mut rows, limit);
     Ok(axum::Json(UserList {
         data: rows,
         has_more,
@@ -655,25 +666,15 @@ pub async fn audit(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let q: AuditQuery = parse_query(q.as_deref())?;
-    let bound = |v: Option<String>, param| {
-        v.map(|s| {
-            parse_time(&s).ok_or(ApiError::BadRequest {
-                message: format!("`{param}` must be an RFC 3339 time or Unix seconds."),
-                param: Some(param),
-            })
-        })
-        .transpose()
-    };
-    let since = bound(q.since, "since")?;
-    let until = bound(q.until, "until")?;
+    let since = time_bound(q.since, "since")?;
+    let until = time_bound(q.until, "until")?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let mut rows = state
         .store
         .list_audit(since, until, q.before, limit + 1)
         .await
         .map_err(store_err)?;
-    let has_more = rows.len() > limit;
-    rows.truncate(limit);
+    let has_more = page(&mut rows, limit);
     Ok(axum::Json(AuditList {
         data: rows,
         has_more,
