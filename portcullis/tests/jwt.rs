@@ -1659,9 +1659,10 @@ const WYCHEPROOF_REFUSED_VALID: &[(u64, &str)] = &[
 /// intended mutation separately ([`wycheproof_padding_cases_as_intended`]).
 const WYCHEPROOF_CONTRADICTORY: &[(u64, u64)] = &[(367, 357), (370, 357)];
 
+/// Vendored from `../shared/vectors/wycheproof/` (see the fixture's README).
 fn wycheproof_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/vectors/wycheproof/json_web_signature_test.json")
+        .join("tests/fixtures/wycheproof/json_web_signature_test.json")
 }
 
 #[test]
