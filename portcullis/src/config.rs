@@ -65,6 +65,8 @@ pub struct FileConfig {
     #[serde(default)]
     auth: AuthFile,
     ownership: Option<crate::authz::ownership::OwnershipFile>,
+    forward_user_id: Option<crate::authz::ownership::ForwardUserId>,
+    forward_user_id_salt: Option<Secret>,
     tls: Option<crate::tls::TlsFile>,
     rules: Option<Vec<crate::authz::rules::RuleFile>>,
 }
@@ -849,8 +851,11 @@ fn validate(
     }
 
     let auth = validate_auth(file.auth, env, &mut errors);
-    let ownership =
-        crate::authz::ownership::OwnershipConfig::from_file(file.ownership, &mut errors);
+    let ownership = crate::authz::ownership::OwnershipConfig::from_file(
+        file.ownership,
+        (file.forward_user_id, file.forward_user_id_salt),
+        &mut errors,
+    );
     let tls = crate::tls::validate(file.tls, &mut errors);
     let rules = crate::authz::rules::Rules::from_file(file.rules, &mut errors);
 

@@ -16,7 +16,7 @@
 //! | [`server`] | listener, HTTP/1.1 + h2c (or HTTPS), connection cap, graceful shutdown |
 //! | [`tls`] | HTTPS and client certificates (mTLS), reloaded on SIGHUP |
 //! | [`authn`] | credentials → [`authn::Principal`]; the deny-by-default layer |
-//! | [`authz`] | path normalisation, endpoint allowlists, model routing → [`authz::Permit`] |
+//! | [`authz`] | path normalisation, endpoint allowlists, model routing → [`authz::Permit`]; resource ownership ([`authz::ownership`]) |
 //! | [`proxy`] | the handler that runs the pipeline; upstream clients and header hygiene |
 //! | [`accounting`] | usage taps over streamed bodies, the batched usage ledger |
 //! | [`store`] | persistence behind the [`store::Store`] trait (SQLite) |

@@ -567,7 +567,12 @@ async fn basic_authorization_is_401() {
 
 #[tokio::test]
 async fn client_key_is_never_forwarded_and_the_provider_sees_its_own() {
-    let h = Harness::start().await;
+    let h = Harness::start_with(Opts {
+        // Forwarding is under test here; ownership (tests/ownership.rs) would answer lists itself.
+        top_extra: "ownership:\n  scope: off\n".into(),
+        ..Default::default()
+    })
+    .await;
     let key = h.key().await;
     let bearer = format!("Bearer {key}");
     // Chat with the key in all four headers plus a cookie.

@@ -531,7 +531,12 @@ async fn key_endpoint_list_restricts_groups() {
 
 #[tokio::test]
 async fn provider_allowlists_deny_by_default_and_never_reach_account_admin() {
-    let h = Harness::start_with(three_providers()).await;
+    let h = Harness::start_with(Opts {
+        // Forwarding is under test here; ownership (tests/ownership.rs) would answer lists itself.
+        top_extra: "ownership:\n  scope: off\n".into(),
+        ..three_providers()
+    })
+    .await;
     let key = h.key().await;
 
     // Opted in on `openai`: reachable.
@@ -664,7 +669,12 @@ enum Expect {
 
 #[tokio::test]
 async fn path_normalisation_attacks_never_reach_the_provider() {
-    let h = Harness::start().await;
+    let h = Harness::start_with(Opts {
+        // Forwarding is under test here; ownership (tests/ownership.rs) would answer lists itself.
+        top_extra: "ownership:\n  scope: off\n".into(),
+        ..Default::default()
+    })
+    .await;
     let key = h.key().await;
     let auth = format!("Authorization: Bearer {key}");
     let addr = h.url.strip_prefix("http://").unwrap().to_owned();
@@ -773,7 +783,12 @@ async fn path_normalisation_attacks_never_reach_the_provider() {
 
 #[tokio::test]
 async fn native_pass_through_works_and_is_accounted() {
-    let h = Harness::start().await;
+    let h = Harness::start_with(Opts {
+        // Forwarding is under test here; ownership (tests/ownership.rs) would answer lists itself.
+        top_extra: "ownership:\n  scope: off\n".into(),
+        ..Default::default()
+    })
+    .await;
     let (key_id, key) = h
         .create_key(json!({"name": "n", "user": "carol", "team": "blue"}))
         .await;

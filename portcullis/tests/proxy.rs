@@ -746,7 +746,12 @@ async fn provider_rejecting_the_gateway_key_is_502_without_key_fragments() {
 
 #[tokio::test]
 async fn provider_errors_pass_through_in_openai_shape() {
-    let h = Harness::start().await;
+    let h = Harness::start_with(Opts {
+        // Forwarding is under test here; ownership (tests/ownership.rs) would answer lists itself.
+        top_extra: "ownership:\n  scope: off\n".into(),
+        ..Default::default()
+    })
+    .await;
     let key = h.key().await;
 
     let resp = h.chat(&key, chat_body("mock-error-429")).await;

@@ -184,7 +184,7 @@ async fn respond(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     let kind = TapKind::of(content_type);
-    let body = match ownership::record(state, plan, content_type, body, idle).await {
+    let body = match ownership::record(state, plan, status, content_type, body, idle).await {
         Ok(body) => body,
         Err(e) => {
             meter.finish(e.status().as_u16(), None, Some(e.code()));

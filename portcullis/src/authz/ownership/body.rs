@@ -92,16 +92,7 @@ pub fn json_facts(body: &Bytes, group: &str) -> Result<BodyFacts, ApiError> {
             .get("modalities")
             .and_then(Value::as_array)
             .is_some_and(|m| m.iter().any(|x| x.as_str() == Some("audio")));
-    walk_object(root, &mut facts.ids)?;
-    if families::ITEM_GROUPS.contains(&group) {
-        for key in ["input", "items"] {
-            for item in root.get(key).and_then(Value::as_array).into_iter().flatten() {
-                if let Some(id) = item.get("id").and_then(Value::as_str) {
-                    facts.ids.push((Family::Item, id.to_owned()));
-                }
-            }
-        }
-    }
+    ids_in(root, group, &mut facts.ids)?;
     facts.stripped = root
         .keys()
         .filter(|k| families::is_stripped(k))
@@ -111,6 +102,30 @@ pub fn json_facts(body: &Bytes, group: &str) -> Result<BodyFacts, ApiError> {
         facts.rewritten = Some(strip(body)?);
     }
     Ok(facts)
+}
+
+/// The resource IDs a parsed request body of endpoint group `group` references.
+pub fn ids_in(
+    root: &Map<String, Value>,
+    group: &str,
+    ids: &mut Vec<(Family, String)>,
+) -> Result<(), ApiError> {
+    walk_object(root, ids)?;
+    if families::ITEM_GROUPS.contains(&group) {
+        for key in ["input", "items"] {
+            for item in root
+                .get(key)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(id) = item.get("id").and_then(Value::as_str) {
+                    ids.push((Family::Item, id.to_owned()));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn walk_object(o: &Map<String, Value>, ids: &mut Vec<(Family, String)>) -> Result<(), ApiError> {
@@ -176,6 +191,27 @@ fn strip(body: &Bytes) -> Result<Bytes, ApiError> {
             out.push(b',');
         }
         first = false;
+        serde_json::to_writer(&mut out, k).map_err(|e| ApiError::Internal(e.to_string()))?;
+        out.push(b':');
+        out.extend_from_slice(v.get().as_bytes());
+    }
+    out.push(b'}');
+    Ok(Bytes::from(out))
+}
+
+/// Sets `safety_identifier` to `id`, dropping any client-sent `safety_identifier` and `user`.
+pub fn set_user_id(body: &Bytes, id: &str) -> Result<Bytes, ApiError> {
+    let map = serde_json::from_slice::<OrderedRaw>(body)
+        .map_err(|e| ApiError::InvalidJson(e.to_string()))?
+        .0;
+    let mut out = Vec::with_capacity(body.len() + id.len() + 24);
+    out.extend_from_slice(b"{\"safety_identifier\":");
+    serde_json::to_writer(&mut out, id).map_err(|e| ApiError::Internal(e.to_string()))?;
+    for (k, v) in map
+        .iter()
+        .filter(|(k, _)| k != "safety_identifier" && k != "user")
+    {
+        out.push(b',');
         serde_json::to_writer(&mut out, k).map_err(|e| ApiError::Internal(e.to_string()))?;
         out.push(b':');
         out.extend_from_slice(v.get().as_bytes());
@@ -287,9 +323,32 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 }
 
+/// The family a form field names (multipart or URL-encoded), if any.
+fn form_field(name: &str) -> Option<Family> {
+    let last = name
+        .rsplit_once('[')
+        .and_then(|(_, r)| r.strip_suffix(']'))
+        .unwrap_or(name);
+    families::FORM_FIELDS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .or_else(|| families::BODY_FIELDS.iter().find(|(n, _)| *n == last))
+        .map(|(_, f)| *f)
+}
+
+/// The resource IDs in a URL-encoded form body (OpenAI does not take these,
+/// but a compatible server might).
+pub fn urlencoded_ids(body: &[u8]) -> Vec<(Family, String)> {
+    serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(k, v)| form_field(&k).map(|f| (f, v)))
+        .collect()
+}
+
 /// Reads the text fields of a multipart form for resource IDs
 /// ([`families::FORM_FIELDS`], and any field whose name, or last `[...]` part,
-/// is one of [`families::BODY_FIELDS`]). File parts are not read.
+/// is one of [`families::BODY_FIELDS`]). Other parts (the file itself) are not read.
 pub async fn form_ids(content_type: &str, body: Bytes) -> Result<Vec<(Family, String)>, ApiError> {
     let bad = || ApiError::BadRequest {
         message: "Malformed multipart body.".into(),
@@ -300,19 +359,9 @@ pub async fn form_ids(content_type: &str, body: Bytes) -> Result<Vec<(Family, St
     let mut form = multer::Multipart::new(stream, boundary);
     let mut ids = Vec::new();
     while let Some(field) = form.next_field().await.map_err(|_| bad())? {
-        let name = field.name().unwrap_or("").to_owned();
-        let last = name
-            .rsplit_once('[')
-            .and_then(|(_, r)| r.strip_suffix(']'))
-            .unwrap_or(&name);
-        let family = families::FORM_FIELDS
-            .iter()
-            .find(|(n, _)| *n == name)
-            .or_else(|| families::BODY_FIELDS.iter().find(|(n, _)| *n == last))
-            .map(|(_, f)| *f);
-        if let Some(f) = family
-            && field.file_name().is_none()
-        {
+        let family = form_field(field.name().unwrap_or(""));
+        // Read even when sent as a file part: a server could take it as text.
+        if let Some(f) = family {
             let text = field.text().await.map_err(|_| bad())?;
             ids.push((f, text));
         }
@@ -389,7 +438,8 @@ mod tests {
             br#"{"model":"m","input":[{"previous_response_id":"a","previous_response_id":"b"}]}"#,
         );
         assert!(json_facts(&dup, "responses").is_err());
-        let plain = Bytes::from_static(br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
+        let plain =
+            Bytes::from_static(br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
         assert!(json_facts(&plain, "chat").unwrap().ids.is_empty());
     }
 

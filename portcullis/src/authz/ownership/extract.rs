@@ -40,7 +40,12 @@ pub type Found = (Family, String, Option<String>);
 pub fn extract(v: &Value, r: &Reading, response: &mut Option<String>, out: &mut Vec<Found>) {
     let Value::Object(o) = v else { return };
     if o.get("object").and_then(Value::as_str) == Some("list") {
-        for item in o.get("data").and_then(Value::as_array).into_iter().flatten() {
+        for item in o
+            .get("data")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             object(item, r.children, r.parent.as_deref(), r, out);
         }
         return;
@@ -56,11 +61,8 @@ pub fn extract(v: &Value, r: &Reading, response: &mut Option<String>, out: &mut 
             }
             object(resp, None, None, r, out);
         }
-        if let Some(item) = o.get("item")
-            && let Some(id) = item.get("id").and_then(Value::as_str)
-        {
-            out.push((Family::Item, id.to_owned(), response.clone()));
-            container_of(item, out);
+        if let Some(item) = o.get("item") {
+            item_ids(item, response.as_deref(), out);
         }
         return;
     }
@@ -116,14 +118,29 @@ fn object(
                 out.push((Family::Message, m.to_owned(), Some(t)));
             }
         }
+        Family::FineTuningJob => {
+            let files = o.get("result_files").and_then(Value::as_array);
+            for f in files.into_iter().flatten().filter_map(Value::as_str) {
+                out.push((Family::File, f.to_owned(), None));
+            }
+        }
         Family::Upload => {
-            if let Some(f) = o.get("file").and_then(|f| f.get("id")).and_then(Value::as_str) {
+            if let Some(f) = o
+                .get("file")
+                .and_then(|f| f.get("id"))
+                .and_then(Value::as_str)
+            {
                 out.push((Family::File, f.to_owned(), None));
             }
         }
         Family::Response => output_items(o.get("output"), id, out),
         Family::ChatCompletion => {
-            for c in o.get("choices").and_then(Value::as_array).into_iter().flatten() {
+            for c in o
+                .get("choices")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 for at in ["/message/audio/id", "/delta/audio/id"] {
                     if let Some(a) = c.pointer(at).and_then(Value::as_str) {
                         out.push((Family::ChatAudio, a.to_owned(), None));
@@ -140,17 +157,33 @@ fn object(
 
 fn output_items(output: Option<&Value>, parent: &str, out: &mut Vec<Found>) {
     for item in output.and_then(Value::as_array).into_iter().flatten() {
-        if let Some(id) = item.get("id").and_then(Value::as_str) {
-            out.push((Family::Item, id.to_owned(), Some(parent.to_owned())));
-        }
-        container_of(item, out);
+        item_ids(item, Some(parent), out);
     }
 }
 
-/// A code-interpreter call with an automatically created container.
-fn container_of(item: &Value, out: &mut Vec<Found>) {
+/// An output item of a response: the item itself, the container a
+/// code-interpreter call created, and the container files its text cites.
+fn item_ids(item: &Value, response: Option<&str>, out: &mut Vec<Found>) {
+    if let Some(id) = item.get("id").and_then(Value::as_str) {
+        out.push((Family::Item, id.to_owned(), response.map(str::to_owned)));
+    }
     if let Some(c) = item.get("container_id").and_then(Value::as_str) {
         out.push((Family::Container, c.to_owned(), None));
+    }
+    let parts = item.get("content").and_then(Value::as_array);
+    for part in parts.into_iter().flatten() {
+        let notes = part.get("annotations").and_then(Value::as_array);
+        for a in notes.into_iter().flatten() {
+            if a.get("type").and_then(Value::as_str) == Some("container_file_citation")
+                && let (Some(c), Some(f)) = (
+                    a.get("container_id").and_then(Value::as_str),
+                    a.get("file_id").and_then(Value::as_str),
+                )
+            {
+                out.push((Family::Container, c.to_owned(), None));
+                out.push((Family::ContainerFile, f.to_owned(), Some(c.to_owned())));
+            }
+        }
     }
 }
 

@@ -591,19 +591,19 @@ pub struct Matched {
 pub fn match_path(rest: &str) -> Option<Matched> {
     let segs: Vec<&str> = rest.strip_prefix('/')?.split('/').collect();
     'entries: for e in ENDPOINTS {
-        let tpl: Vec<&str> = e.path[1..].split('/').collect();
-        if tpl.len() != segs.len() {
+        let tpl = &e.path[1..];
+        if tpl.split('/').count() != segs.len() || tpl.split('/').next() != segs.first().copied() {
             continue;
         }
         let mut ids = Vec::new();
-        for (t, s) in tpl.iter().zip(&segs) {
+        for (t, s) in tpl.split('/').zip(&segs) {
             match t.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
                 Some("_") => {}
                 Some(name) => {
                     let family = Family::parse(name)?;
                     ids.push((family, percent_decode(s)?));
                 }
-                None if t == s => {}
+                None if t == *s => {}
                 None => continue 'entries,
             }
         }

@@ -87,7 +87,12 @@ impl ListPlan {
             Some(s) => s
                 .trim()
                 .parse::<i64>()
-                .map_err(|_| bad(format!("Invalid 'limit': expected an integer, got '{s}'."), "limit"))?
+                .map_err(|_| {
+                    bad(
+                        format!("Invalid 'limit': expected an integer, got '{s}'."),
+                        "limit",
+                    )
+                })?
                 .clamp(1, 100),
         };
         let descending = match get("order") {
@@ -265,7 +270,7 @@ pub async fn answer(
 }
 
 /// Keeps the characters of an ID that need no escaping in a path segment.
-fn encode_segment(id: &str) -> String {
+pub(super) fn encode_segment(id: &str) -> String {
     let mut out = String::with_capacity(id.len());
     for b in id.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -277,6 +282,46 @@ fn encode_segment(id: &str) -> String {
     out
 }
 
+/// `GET {base_url}{path}` at the permit's provider with the provider's key
+/// (and the client's forwardable headers, when given).
+pub(super) async fn get_upstream(
+    state: &AppState,
+    permit: &Permit,
+    client_headers: Option<&http::HeaderMap>,
+    request_id: Option<&RequestId>,
+    path: &str,
+) -> Result<hyper::Response<hyper::body::Incoming>, ApiError> {
+    let provider = permit.provider();
+    let client = state
+        .upstreams
+        .get(&provider.name)
+        .ok_or_else(|| ApiError::Internal(format!("no client for provider `{}`", provider.name)))?;
+    let uri: http::Uri = format!("{}{path}", provider.base_url)
+        .parse()
+        .map_err(|_| ApiError::InvalidPath("cannot form the upstream URL"))?;
+    let mut req = hyper::Request::builder()
+        .method(http::Method::GET)
+        .uri(uri)
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let headers = req.headers_mut();
+    if let Some(h) = client_headers {
+        upstream::forward_request_headers(h, headers);
+        headers.remove(http::header::CONTENT_TYPE);
+    }
+    upstream::set_provider_auth(provider, headers)?;
+    if let Some(rid) = request_id
+        && let Ok(v) = HeaderValue::from_str(&rid.0)
+    {
+        headers.insert("x-request-id", v);
+    }
+    match tokio::time::timeout(provider.timeouts.first_byte, client.request(req)).await {
+        Err(_) => Err(ApiError::UpstreamTimeout("first byte")),
+        Ok(Err(e)) => Err(upstream::classify(&e)),
+        Ok(Ok(r)) => Ok(r),
+    }
+}
+
 /// `GET {collection}/{id}` at the provider: the object, or `None` for a 404.
 async fn fetch(
     state: &AppState,
@@ -286,33 +331,15 @@ async fn fetch(
     id: String,
 ) -> Result<Option<Value>, ApiError> {
     let provider = permit.provider();
-    let client = state
-        .upstreams
-        .get(&provider.name)
-        .ok_or_else(|| ApiError::Internal(format!("no client for provider `{}`", provider.name)))?;
-    let uri: http::Uri = format!("{}{collection}/{}", provider.base_url, encode_segment(&id))
-        .parse()
-        .map_err(|_| ApiError::InvalidPath("cannot form the upstream URL"))?;
-    let mut req = hyper::Request::builder()
-        .method(http::Method::GET)
-        .uri(uri)
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let headers = req.headers_mut();
-    upstream::forward_request_headers(&parts.headers, headers);
-    headers.remove(http::header::CONTENT_TYPE);
-    upstream::set_provider_auth(provider, headers)?;
-    if let Some(rid) = parts.extensions.get::<RequestId>()
-        && let Ok(v) = HeaderValue::from_str(&rid.0)
-    {
-        headers.insert("x-request-id", v);
-    }
-    let resp = match tokio::time::timeout(provider.timeouts.first_byte, client.request(req)).await
-    {
-        Err(_) => return Err(ApiError::UpstreamTimeout("first byte")),
-        Ok(Err(e)) => return Err(upstream::classify(&e)),
-        Ok(Ok(r)) => r,
-    };
+    let path = format!("{collection}/{}", encode_segment(&id));
+    let resp = get_upstream(
+        state,
+        permit,
+        Some(&parts.headers),
+        parts.extensions.get::<RequestId>(),
+        &path,
+    )
+    .await?;
     let status = resp.status();
     let body = tokio::time::timeout(
         provider.timeouts.idle,

@@ -39,6 +39,7 @@
 //!   JSON body, whatever the scope.
 
 pub mod admin;
+pub mod batch;
 pub mod body;
 pub mod extract;
 pub mod families;
@@ -63,6 +64,7 @@ use crate::accounting::usage::TapKind;
 use crate::authn::{CredentialKind, Principal};
 use crate::config::ConfigError;
 use crate::error::ApiError;
+use crate::secret::Secret;
 use crate::store::{ResourceRecord, StoreError};
 
 /// Largest JSON response read whole for IDs; larger ones pass unread (and a warning is logged).
@@ -92,25 +94,78 @@ pub struct OwnershipFile {
     allow_unmanaged_ids: Option<bool>,
 }
 
-/// Validated `ownership:` settings.
+/// Top-level `forward_user_id:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardUserId {
+    /// Send a salted hash of the principal as `safety_identifier`.
+    Hashed,
+    /// Send nothing (the default); the client's own `safety_identifier`/`user` go along.
+    Off,
+}
+
+/// Validated `ownership:` settings (and the top-level `forward_user_id`).
 #[derive(Debug, Clone, Default)]
 pub struct OwnershipConfig {
     /// `None`: `user` for identity-provider users, `key` for keys.
     pub scope: Option<Scope>,
     /// Forward IDs the gateway never recorded.
     pub allow_unmanaged_ids: bool,
+    /// With `forward_user_id: hashed`, the salt of the end-user hash.
+    pub user_id_salt: Option<Secret>,
 }
 
 impl OwnershipConfig {
-    /// Validates the file section (nothing in it can be wrong beyond its types today).
-    pub fn from_file(file: Option<OwnershipFile>, errors: &mut Vec<ConfigError>) -> Self {
+    /// Validates `ownership:` and the top-level `forward_user_id` / `forward_user_id_salt`.
+    pub fn from_file(
+        file: Option<OwnershipFile>,
+        (forward, salt): (Option<ForwardUserId>, Option<Secret>),
+        errors: &mut Vec<ConfigError>,
+    ) -> Self {
         let file = file.unwrap_or_default();
-        let _ = errors;
+        let user_id_salt = match (forward, salt) {
+            (Some(ForwardUserId::Hashed), Some(s)) if s.expose().len() >= 16 => Some(s),
+            (Some(ForwardUserId::Hashed), _) => {
+                errors.push(ConfigError {
+                    location: "forward_user_id_salt".into(),
+                    message:
+                        "`forward_user_id: hashed` needs a secret salt of at least 16 characters"
+                            .into(),
+                });
+                None
+            }
+            _ => None,
+        };
         OwnershipConfig {
             scope: file.scope,
             allow_unmanaged_ids: file.allow_unmanaged_ids.unwrap_or(false),
+            user_id_salt,
         }
     }
+}
+
+/// The end-user identifier the gateway sends as `safety_identifier`: the
+/// principal's user (else key, else `anonymous`), hashed with the salt, so the
+/// provider can tell end users apart without learning who they are.
+pub fn safety_identifier(salt: &Secret, p: &Principal) -> String {
+    use sha2::{Digest, Sha256};
+    let who = match (p.user(), p.key_id()) {
+        (Some(u), _) => format!("user:{u}"),
+        (None, Some(k)) => format!("key:{k}"),
+        (None, None) => "anonymous".to_owned(),
+    };
+    let salt = salt.expose().as_bytes();
+    let mut h = Sha256::new();
+    h.update((salt.len() as u64).to_be_bytes());
+    h.update(salt);
+    h.update(who.as_bytes());
+    let digest = h.finalize();
+    let mut out = String::with_capacity(35);
+    out.push_str("pc-");
+    for b in &digest[..16] {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
 }
 
 /// Who a request acts as, for ownership.
@@ -210,9 +265,21 @@ fn is_multipart(ct: Option<&str>) -> bool {
         .is_some_and(|p| p.eq_ignore_ascii_case("multipart/form-data"))
 }
 
+fn is_urlencoded(ct: Option<&str>) -> bool {
+    ct.and_then(|c| c.split(';').next()).is_some_and(|c| {
+        c.trim()
+            .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    })
+}
+
 fn is_json(ct: Option<&str>, body: &[u8]) -> bool {
     let declared = ct.is_none_or(|ct| {
-        let ct = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let ct = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         ct == "application/json" || ct.ends_with("+json")
     });
     declared || body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
@@ -244,9 +311,23 @@ pub async fn guard(
             permit.body = b;
         }
         (facts.ids, facts.store, facts.audio)
+    } else if is_urlencoded(content_type) {
+        (body::urlencoded_ids(&permit.body), None, false)
     } else {
         (Vec::new(), None, false)
     };
+
+    if let Some(salt) = &state.config.ownership.user_id_salt
+        && method == Method::POST
+        && matches!(
+            permit.upstream_path.split('?').next(),
+            Some("/chat/completions" | "/responses")
+        )
+        && is_json(content_type, &permit.body)
+    {
+        let id = safety_identifier(salt, &permit.principal);
+        permit.body = body::set_user_id(&permit.body, &id)?;
+    }
 
     let Some(caller) = Caller::of(&state.config.ownership, &permit.principal) else {
         return Ok(Plan::inactive(&provider));
@@ -255,8 +336,9 @@ pub async fn guard(
         Some((p, q)) => (p, Some(q)),
         None => (permit.upstream_path.as_str(), None),
     };
-    let matched = families::match_path(path);
-    if matched.is_none() && families::covers_group(&group) {
+    let covered = families::covers_group(&group);
+    let matched = covered.then(|| families::match_path(path)).flatten();
+    if matched.is_none() && covered {
         tracing::info!(path, "ownership: no such endpoint in an ID-bearing group");
         return Err(ApiError::NotFound);
     }
@@ -266,9 +348,14 @@ pub async fn guard(
     // Everything to check: path, body, query.
     let mut wanted: Vec<(Family, String)> = path_ids.clone();
     wanted.extend(body_ids);
-    let params: Vec<(String, String)> = query
-        .and_then(|q| serde_urlencoded::from_str(q).ok())
-        .unwrap_or_default();
+    // A query that does not decode cannot be checked, so it is not forwarded.
+    let params: Vec<(String, String)> = match query {
+        None => Vec::new(),
+        Some(q) => serde_urlencoded::from_str(q).map_err(|_| ApiError::BadRequest {
+            message: "The query string is not valid URL encoding.".into(),
+            param: None,
+        })?,
+    };
     let list_kind = endpoint.filter(|_| method == Method::GET).map(|e| e.list);
     let cursor_family = match list_kind {
         Some(List::Owned(f, _) | List::Children(f) | List::Passthrough(Some(f))) => Some(f),
@@ -288,6 +375,14 @@ pub async fn guard(
         }
     }
     let found = check(state, &caller, &provider, &wanted).await?;
+    // A batch runs the requests of its input file: their bodies are checked too.
+    if method == Method::POST
+        && endpoint.is_some_and(|e| e.path == "/batches")
+        && let Some(input) = batch::input_file(&permit.body)
+    {
+        let inner = batch::input_ids(state, permit, &input).await?;
+        check(state, &caller, &provider, &inner).await?;
+    }
 
     // New resources belong to the owner of the resource they live under.
     let owner = path_ids
@@ -314,9 +409,8 @@ pub async fn guard(
         && method == Method::POST
         && endpoint.is_some_and(|e| e.path == "/chat/completions")
         && (store_flag == Some(true) || audio);
-    let register = endpoint.is_some_and(|e| !e.opaque)
-        && method != Method::DELETE
-        && (!chat || chat_create);
+    let register =
+        endpoint.is_some_and(|e| !e.opaque) && method != Method::DELETE && (!chat || chat_create);
     Ok(Plan {
         active: true,
         provider,
@@ -371,12 +465,20 @@ async fn check(
         match found.get(&(*f, id.clone())) {
             Some(r) if caller.owns(&r.owner) => {}
             Some(_) => {
-                tracing::info!(family = f.as_str(), id, "ownership: another principal's resource");
+                tracing::info!(
+                    family = f.as_str(),
+                    id,
+                    "ownership: another principal's resource"
+                );
                 return Err(ApiError::NotFound);
             }
             None if allow_unmanaged => {}
             None => {
-                tracing::info!(family = f.as_str(), id, "ownership: an ID the gateway never issued");
+                tracing::info!(
+                    family = f.as_str(),
+                    id,
+                    "ownership: an ID the gateway never issued"
+                );
                 return Err(ApiError::NotFound);
             }
         }
@@ -416,11 +518,15 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
-            RecordedProj::Plain { body } => body.poll_frame(cx).map(|o| o.map(|r| r.map_err(Into::into))),
+            RecordedProj::Plain { body } => body
+                .poll_frame(cx)
+                .map(|o| o.map(|r| r.map_err(Into::into))),
             RecordedProj::Whole { bytes } => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             RecordedProj::Chained { head, rest } => match head.pop_front() {
                 Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
-                None => rest.poll_frame(cx).map(|o| o.map(|r| r.map_err(Into::into))),
+                None => rest
+                    .poll_frame(cx)
+                    .map(|o| o.map(|r| r.map_err(Into::into))),
             },
             RecordedProj::Stream { body } => body.poll_frame(cx),
         }
@@ -452,6 +558,7 @@ where
 pub async fn record<B>(
     state: &AppState,
     plan: &Plan,
+    status: http::StatusCode,
     content_type: Option<&str>,
     body: B,
     idle: Duration,
@@ -460,7 +567,7 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    if !plan.active {
+    if !plan.active || !status.is_success() {
         return Ok(Recorded::Plain { body });
     }
     if let Some((family, id)) = &plan.delete {
@@ -469,7 +576,12 @@ where
             .delete_resource(&plan.provider, family.as_str(), id)
             .await
             .map_err(store_down)?;
-        tracing::debug!(family = family.as_str(), id, records = n, "ownership: resource deleted");
+        tracing::debug!(
+            family = family.as_str(),
+            id,
+            records = n,
+            "ownership: resource deleted"
+        );
     }
     if !plan.register {
         return Ok(Recorded::Plain { body });
