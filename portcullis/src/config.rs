@@ -124,6 +124,8 @@ struct ProviderFile {
     allowed_endpoints: Option<Vec<String>>,
     #[serde(default)]
     timeouts: TimeoutsFile,
+    #[serde(default)]
+    allow_link_local: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -299,6 +301,8 @@ pub struct ProviderConfig {
     pub allowed_endpoints: Vec<String>,
     /// Upstream timeouts.
     pub timeouts: Timeouts,
+    /// Whether the base URL may resolve to link-local / cloud-metadata addresses.
+    pub allow_link_local: bool,
 }
 
 impl ProviderConfig {
@@ -617,6 +621,7 @@ impl Config {
                 ),
                 allowed_endpoints: None,
                 timeouts: TimeoutsFile::default(),
+                allow_link_local: false,
             });
         }
         validate(file, env, ConfigSource::Defaults)
@@ -735,7 +740,17 @@ fn validate(
                 Ok(u)
                     if matches!(u.scheme_str(), Some("http" | "https"))
                         && u.authority().is_some()
-                        && u.query().is_none() => {}
+                        && u.query().is_none() =>
+                {
+                    if !p.allow_link_local
+                        && let Err(why) = crate::proxy::ssrf::check_host(u.host().unwrap_or(""))
+                    {
+                        errors.push(err(
+                            at("base_url"),
+                            format!("{why}; set `allow_link_local: true` on this provider if that is really intended"),
+                        ));
+                    }
+                }
                 _ => errors.push(err(
                     at("base_url"),
                     format!("`{base_url}` is not an http(s) URL without a query"),
@@ -796,6 +811,7 @@ fn validate(
             models: p.models,
             allowed_endpoints,
             timeouts,
+            allow_link_local: p.allow_link_local,
         }));
     }
 

@@ -5,6 +5,7 @@
 //!                                      └─ own list ─► answered from the store
 //! ```
 
+pub mod ssrf;
 pub mod upstream;
 
 use axum::Extension;

@@ -16,7 +16,8 @@ use crate::config::{Config, ProviderConfig};
 use crate::error::ApiError;
 
 /// A pooled HTTP/1.1 + HTTP/2 client with rustls.
-pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub type HttpClient =
+    Client<hyper_rustls::HttpsConnector<HttpConnector<super::ssrf::GuardedResolver>>, Full<Bytes>>;
 
 /// One client per provider, keyed by provider name.
 #[derive(Debug, Clone, Default)]
@@ -41,7 +42,8 @@ impl Upstreams {
 }
 
 fn client_for(p: &ProviderConfig) -> Result<HttpClient, String> {
-    let mut http = HttpConnector::new();
+    let mut http =
+        HttpConnector::new_with_resolver(super::ssrf::GuardedResolver::new(p.allow_link_local));
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(p.timeouts.connect));
