@@ -42,8 +42,10 @@ pub fn from_json(bytes: &[u8]) -> Option<Usage> {
 
 /// True if a JSON text has a non-null `"usage"` object somewhere.
 fn mentions_usage(line: &[u8]) -> bool {
-    let finder = memmem::Finder::new(b"\"usage\"");
-    finder.find_iter(line).any(|i| {
+    // Built once: this runs for every SSE line of every stream.
+    static FINDER: std::sync::LazyLock<memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memmem::Finder::new(b"\"usage\""));
+    FINDER.find_iter(line).any(|i| {
         line[i + 7..]
             .iter()
             .copied()

@@ -359,6 +359,11 @@ fn time_bound(v: Option<String>, param: &'static str) -> Result<Option<i64>, Api
     .transpose()
 }
 
+/// A listing's `limit`: 1–1000, default 100.
+fn page_limit(limit: Option<usize>) -> usize {
+    limit.unwrap_or(100).clamp(1, 1000)
+}
+
 /// Cuts a page fetched with `limit + 1` rows to `limit`; true when more follow.
 fn page<T>(rows: &mut Vec<T>, limit: usize) -> bool {
     let more = rows.len() > limit;
@@ -386,7 +391,7 @@ pub async fn list_keys(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let q: ListQuery = parse_query(q.as_deref())?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = page_limit(q.limit);
     let mut rows = state
         .store
         .list_keys(q.after.as_deref(), limit + 1)
@@ -581,7 +586,7 @@ pub async fn list_users(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let q: ListQuery = parse_query(q.as_deref())?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = page_limit(q.limit);
     let mut rows = state
         .store
         .list_users(q.after.as_deref(), limit + 1)
@@ -668,7 +673,7 @@ pub async fn audit(
     let q: AuditQuery = parse_query(q.as_deref())?;
     let since = time_bound(q.since, "since")?;
     let until = time_bound(q.until, "until")?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = page_limit(q.limit);
     let mut rows = state
         .store
         .list_audit(since, until, q.before, limit + 1)
