@@ -71,9 +71,15 @@ const NEEDLES: &[&str] = &[
 ];
 
 fn worth_parsing(body: &[u8]) -> bool {
-    NEEDLES
-        .iter()
-        .any(|n| memmem::find(body, n.as_bytes()).is_some())
+    // The searchers are built once: this runs on every JSON request.
+    static FINDERS: std::sync::LazyLock<Vec<memmem::Finder<'static>>> =
+        std::sync::LazyLock::new(|| {
+            NEEDLES
+                .iter()
+                .map(|n| memmem::Finder::new(n.as_bytes()))
+                .collect()
+        });
+    FINDERS.iter().any(|f| f.find(body).is_some())
 }
 
 /// Reads a JSON body (already known to be JSON by authorization).
