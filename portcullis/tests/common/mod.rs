@@ -25,6 +25,8 @@ pub struct Opts {
     /// May also append further providers (`  - name: ...`); [`MOCK_BASE_URL`] in it is
     /// replaced by the mock's base URL.
     pub provider_extra: String,
+    /// Extra lines of the `admin:` section (indented two spaces), after the master key.
+    pub admin_extra: String,
     /// Extra top-level YAML ([`MOCK_BASE_URL`] is replaced as in `provider_extra`).
     pub top_extra: String,
     /// Use a manual clock starting at this epoch ms.
@@ -74,8 +76,9 @@ impl Harness {
             .clone()
             .unwrap_or_else(|| mock.base_url());
         let yaml = format!(
-            "listen: 127.0.0.1:0\ndatabase: sqlite://{db}\nadmin:\n  master_key: {MASTER}\nproviders:\n  - name: openai\n    kind: openai\n    base_url: {base}\n    api_key: {PROVIDER_KEY}\n    models: {MODELS}\n    allowed_endpoints: [chat, completions, embeddings, responses, models, moderations, images, audio, files, uploads, assistants, threads, vector_stores, conversations, batches]\n{extra}{top}",
+            "listen: 127.0.0.1:0\ndatabase: sqlite://{db}\nadmin:\n  master_key: {MASTER}\n{admin_extra}providers:\n  - name: openai\n    kind: openai\n    base_url: {base}\n    api_key: {PROVIDER_KEY}\n    models: {MODELS}\n    allowed_endpoints: [chat, completions, embeddings, responses, models, moderations, images, audio, files, uploads, assistants, threads, vector_stores, conversations, batches]\n{extra}{top}",
             db = dir.path().join("portcullis.db").display(),
+            admin_extra = opts.admin_extra,
             extra = opts.provider_extra.replace(MOCK_BASE_URL, &mock.base_url()),
             top = with_default_auth(&opts.top_extra.replace(MOCK_BASE_URL, &mock.base_url())),
         );
