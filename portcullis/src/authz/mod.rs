@@ -199,6 +199,9 @@ impl Trace for Stop<'_> {
     fn rule(&mut self, _: usize) {}
 }
 
+/// Where a request goes: the provider and the model as sent upstream.
+pub(crate) type Routed = (Arc<ProviderConfig>, Option<String>);
+
 /// Every check after the path, in pipeline order: routing, the provider's
 /// allowlist, the key's endpoints and models, the access rules, and a
 /// model-limited key naming a model. `native` is the provider named by a
@@ -214,7 +217,7 @@ pub(crate) fn check<T: Trace>(
     group: &str,
     requested: Option<&str>,
     t: &mut T,
-) -> Result<Option<(Arc<ProviderConfig>, Option<String>)>, ApiError> {
+) -> Result<Option<Routed>, ApiError> {
     let routed = match (native, requested) {
         (None, Some(m)) => {
             resolve_model(config, m).map(|(p, bare)| (p.clone(), Some(bare.to_owned())))
