@@ -72,6 +72,8 @@ pub struct Inner {
     pub config: Config,
     /// Access rules; replaced on reload while requests in flight keep theirs.
     pub rules: arc_swap::ArcSwap<authz::rules::Rules>,
+    /// Ownership settings (`ownership:`, `forward_user_id`); replaced on reload.
+    pub ownership: arc_swap::ArcSwap<authz::ownership::OwnershipConfig>,
     /// The store.
     pub store: SharedStore,
     /// Credential checks and the key cache.

@@ -1,6 +1,7 @@
 //! Live reload: `SIGHUP` or `POST /admin/reload` re-reads the configuration
 //! file, validates all of it, and swaps in what can change while serving
-//! (the access rules, the admin roles and address allowlist, and the TLS certificates). An invalid file is refused and the running
+//! (the access rules, the ownership settings, the admin roles and address
+//! allowlist, and the TLS certificates). An invalid file is refused and the running
 //! configuration stays. Requests in flight keep the rules they started with.
 
 use serde::Serialize;
@@ -62,6 +63,7 @@ pub fn reload(state: &AppState) -> Result<ReloadReport, ConfigErrors> {
     let rules = new.rules.rules.len();
     state.rules.store(std::sync::Arc::new(new.rules));
     state.authn.set_admin_config(&new.admin);
+    state.ownership.store(std::sync::Arc::new(new.ownership));
     if let Some(tls) = &state.tls {
         // Errors are logged there; the certificates in use stay.
         let _ = tls.reload();

@@ -106,8 +106,10 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
         );
     }
     let rules = arc_swap::ArcSwap::from_pointee(config.rules.clone());
+    let ownership = arc_swap::ArcSwap::from_pointee(config.ownership.clone());
     let state = AppState::new(Inner {
         rules,
+        ownership,
         config,
         store,
         authn,

@@ -1277,3 +1277,129 @@ async fn families_beyond_the_mock_forms_and_the_native_surface() {
     .await;
     h.stop().await;
 }
+
+const JWT_SECRET: &str = "an-hs256-secret-of-at-least-thirty-two-bytes!";
+
+fn jwt(sub: &str, team: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"iss": "https://idp.example.test", "aud": "gw", "sub": sub, "team": team, "exp": now + 600, "iat": now}),
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// Identity-provider users own what they create (scope `user` by default for
+/// them): another user of the same team — or a gateway key of that team — sees
+/// nothing of it, in the path, the body or a list; the owner is `user:<id>`.
+#[tokio::test]
+async fn jwt_users_own_their_resources() {
+    let h = Harness::start_with(opts(&format!(
+        "auth:\n  lockout: {{enabled: false}}\n  jwt:\n    - name: idp\n      issuer: https://idp.example.test\n      hs256_secret: {JWT_SECRET}\n      audiences: [gw]\n      algorithms: [HS256]\n      team_claim: team\nrules:\n  - subjects: [\"*\"]\n    models: [\"openai/*\"]\n"
+    )))
+    .await;
+    let alice = jwt("alice", "red");
+    let bob = jwt("bob", "red");
+    let (_, red_key) = h.create_key(json!({"team": "red", "user": "alice"})).await;
+    let f = upload(&h, &alice, "a.txt", b"alice's", "assistants").await;
+    assert_eq!(records(&h, "file", &f).await[0].owner, "user:idp:alice");
+    let thread = id(&ok(&h, &alice, "POST", "/v1/threads", Some(json!({}))).await);
+    ok(&h, &alice, "GET", &format!("/v1/files/{f}"), None).await;
+    for other in [&bob, &red_key] {
+        hidden(&h, other, "GET", &format!("/v1/files/{f}"), None).await;
+        hidden(&h, other, "DELETE", &format!("/v1/files/{f}"), None).await;
+        hidden(
+            &h,
+            other,
+            "GET",
+            &format!("/v1/threads/{thread}/messages"),
+            None,
+        )
+        .await;
+        hidden(
+            &h,
+            other,
+            "POST",
+            "/v1/threads",
+            Some(json!({"tool_resources": {"code_interpreter": {"file_ids": [f]}}})),
+        )
+        .await;
+        assert_eq!(
+            ok(&h, other, "GET", "/v1/files", None).await["data"],
+            json!([])
+        );
+    }
+    let listed = ok(&h, &alice, "GET", "/v1/files", None).await;
+    assert_eq!(listed["data"][0]["id"], f.as_str());
+    h.stop().await;
+}
+
+/// Ownership settings change on reload: `allow_unmanaged_ids` turned on lets an
+/// ID the gateway never issued through; turned off again, it is 404.
+#[tokio::test]
+async fn ownership_settings_change_on_reload() {
+    let mock =
+        mock_provider::MockProvider::start("127.0.0.1:0".parse().unwrap(), Default::default())
+            .await
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("portcullis.yaml");
+    let write = |allow: bool| {
+        std::fs::write(
+            &path,
+            format!(
+                "listen: 127.0.0.1:0\ndatabase: sqlite://{}\nadmin:\n  master_key: {MASTER}\nauth:\n  lockout: {{enabled: false}}\nownership:\n  allow_unmanaged_ids: {allow}\nproviders:\n  - name: openai\n    kind: openai\n    base_url: {}\n    api_key: {PROVIDER_KEY}\n    models: [gpt-4o-mini]\n",
+                dir.path().join("db.sqlite").display(),
+                mock.base_url()
+            ),
+        )
+        .unwrap();
+    };
+    write(false);
+    let gw =
+        portcullis::server::spawn(portcullis::config::Config::load(Some(&path)).unwrap(), None)
+            .await
+            .unwrap();
+    let url = gw.url();
+    let http = reqwest::Client::new();
+    let key: Value = http
+        .post(format!("{url}/admin/keys"))
+        .bearer_auth(MASTER)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = key["key"].as_str().unwrap().to_owned();
+    let get = || {
+        http.get(format!("{url}/v1/files/file-made-elsewhere"))
+            .bearer_auth(&key)
+            .send()
+    };
+    let reload = || {
+        http.post(format!("{url}/admin/reload"))
+            .bearer_auth(MASTER)
+            .send()
+    };
+    assert_eq!(get().await.unwrap().status(), 404);
+    assert_eq!(mock.request_count(), 0);
+    write(true);
+    assert_eq!(reload().await.unwrap().status(), 200);
+    get().await.unwrap();
+    assert_eq!(
+        mock.request_count(),
+        1,
+        "forwarded once unmanaged IDs are allowed"
+    );
+    write(false);
+    assert_eq!(reload().await.unwrap().status(), 200);
+    assert_eq!(get().await.unwrap().status(), 404);
+    assert_eq!(mock.request_count(), 1);
+    gw.shutdown().await.unwrap();
+}
