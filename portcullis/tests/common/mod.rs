@@ -31,6 +31,8 @@ pub struct Opts {
     pub top_extra: String,
     /// Use a manual clock starting at this epoch ms.
     pub manual_clock: Option<i64>,
+    /// Replaces the provider's `allowed_endpoints` list (YAML flow list).
+    pub allowed_endpoints: Option<String>,
     /// Point the provider at this base URL instead of the mock.
     pub base_url_override: Option<String>,
 }
@@ -58,6 +60,9 @@ pub struct Harness {
 /// Placeholder in [`Opts::provider_extra`] / [`Opts::top_extra`] for the mock's base URL.
 pub const MOCK_BASE_URL: &str = "@MOCK_BASE_URL@";
 
+/// The harness provider's default `allowed_endpoints`.
+pub const ALLOWED: &str = "[chat, completions, embeddings, responses, models, moderations, images, audio, files, uploads, assistants, threads, vector_stores, conversations, batches]";
+
 /// The models the test provider lists.
 pub const MODELS: &str = "[gpt-4o-mini, gpt-4o, text-embedding-3-small, mock-hang, mock-hang-mid-stream, mock-die-mid-stream, mock-error-400, mock-error-401, mock-error-429, mock-error-500, mock-no-usage]";
 
@@ -76,7 +81,8 @@ impl Harness {
             .clone()
             .unwrap_or_else(|| mock.base_url());
         let yaml = format!(
-            "listen: 127.0.0.1:0\ndatabase: sqlite://{db}\nadmin:\n  master_key: {MASTER}\n{admin_extra}providers:\n  - name: openai\n    kind: openai\n    base_url: {base}\n    api_key: {PROVIDER_KEY}\n    models: {MODELS}\n    allowed_endpoints: [chat, completions, embeddings, responses, models, moderations, images, audio, files, uploads, assistants, threads, vector_stores, conversations, batches]\n{extra}{top}",
+            "listen: 127.0.0.1:0\ndatabase: sqlite://{db}\nadmin:\n  master_key: {MASTER}\n{admin_extra}providers:\n  - name: openai\n    kind: openai\n    base_url: {base}\n    api_key: {PROVIDER_KEY}\n    models: {MODELS}\n    allowed_endpoints: {allowed}\n{extra}{top}",
+            allowed = opts.allowed_endpoints.as_deref().unwrap_or(ALLOWED),
             db = dir.path().join("portcullis.db").display(),
             admin_extra = opts.admin_extra,
             extra = opts.provider_extra.replace(MOCK_BASE_URL, &mock.base_url()),
