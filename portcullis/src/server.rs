@@ -105,12 +105,14 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
         );
     }
     let rules = arc_swap::ArcSwap::from_pointee(config.rules.clone());
+    let limits = crate::limits::Limiter::new(&config, store.clone(), clock.clone());
     let state = AppState::new(Inner {
         rules,
         config,
         store,
         authn,
         ledger,
+        limits,
         upstreams,
         clock,
         tls,

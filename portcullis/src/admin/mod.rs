@@ -11,6 +11,8 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::OpenApi;
 
+pub mod limits;
+
 use crate::AppState;
 use crate::authn::{Admin, keys};
 use crate::clock::{parse_time, rfc3339};
@@ -27,6 +29,8 @@ pub fn router() -> Router<AppState> {
         )
         .route("/keys/{id}/rotate", post(rotate_key))
         .route("/usage", get(usage))
+        .route("/budgets", get(limits::budgets))
+        .route("/limits", get(limits::stats))
         .route("/users", get(list_users))
         .route("/users/{id}", get(get_user).patch(update_user))
         .route("/audit", get(audit))
@@ -43,8 +47,8 @@ pub fn router() -> Router<AppState> {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Portcullis admin API", description = "Manage gateway keys and read usage. Every route needs the master key as `Authorization: Bearer <master key>`."),
-    paths(create_key, list_keys, get_key, update_key, revoke_key, rotate_key, usage, list_users, get_user, update_user, audit, reload, explain, crate::authz::ownership::admin::list_resources, openapi),
-    components(schemas(crate::authz::ownership::admin::ResourceList, crate::store::ResourceRecord, ExplainRequest, crate::authz::explain::Explanation, crate::authz::explain::Stage, crate::reload::ReloadReport, UserList, PatchUser, AuditList, UserRecord, AuditEvent, CreateKey, PatchKey, RotateKey, KeyView, CreatedKey, KeyList, UsageList, UsageRow, UsageGroup)),
+    paths(create_key, list_keys, get_key, update_key, revoke_key, rotate_key, usage, list_users, get_user, update_user, audit, reload, explain, crate::authz::ownership::admin::list_resources, openapi, limits::budgets, limits::stats),
+    components(schemas(crate::authz::ownership::admin::ResourceList, crate::store::ResourceRecord, ExplainRequest, crate::authz::explain::Explanation, crate::authz::explain::Stage, crate::reload::ReloadReport, UserList, PatchUser, AuditList, UserRecord, AuditEvent, CreateKey, PatchKey, RotateKey, KeyView, CreatedKey, KeyList, UsageList, UsageRow, UsageGroup, limits::BudgetList, limits::BudgetView, limits::LimiterStats, crate::limits::config::BudgetPeriod)),
     modifiers(&MasterKeyAuth),
     security(("master_key" = []))
 )]
@@ -539,7 +543,7 @@ struct UsageQuery {
 
 /// Usage summed by key, user, team, model, provider or endpoint over `[since, until)`.
 #[utoipa::path(get, path = "/admin/usage",
-    params(("group_by" = Option<UsageGroup>, Query, description = "key (default), user, team, model, provider or endpoint"),
+    params(("group_by" = Option<UsageGroup>, Query, description = "key (default), user, team, model, provider, endpoint or day (UTC)"),
            ("since" = Option<String>, Query, description = "RFC 3339 or Unix seconds, inclusive"),
            ("until" = Option<String>, Query, description = "RFC 3339 or Unix seconds, exclusive")),
     responses((status = 200, body = UsageList), (status = 400)))]
