@@ -106,6 +106,7 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
     }
     let rules = arc_swap::ArcSwap::from_pointee(config.rules.clone());
     let limits = crate::limits::Limiter::new(&config, store.clone(), clock.clone());
+    limits.load_overrides().await?;
     let state = AppState::new(Inner {
         rules,
         config,

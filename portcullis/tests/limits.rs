@@ -429,3 +429,108 @@ async fn limits_config_errors_name_their_field() {
     .unwrap_err();
     assert!(e.to_string().contains("requests_per_fortnight"), "{e}");
 }
+
+#[tokio::test]
+async fn keys_and_teams_carry_their_own_limits_and_budget() {
+    let h = limited("limits:\n  defaults:\n    key: {requests_per_minute: 100}\npricing:\n  openai/gpt-4o-mini: {input: 1000, output: 1000}\n").await;
+    let (id, key) = h
+        .create_key(json!({"team": "red", "limits": {"requests_per_minute": 1}}))
+        .await;
+    let shown: Value = h
+        .http
+        .get(format!("{}/admin/keys/{id}", h.url))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["limits"], json!({"requests_per_minute": 1}));
+    assert_eq!(h.chat(&key, chat_body("gpt-4o-mini")).await.status(), 200);
+    let resp = h.chat(&key, chat_body("gpt-4o-mini")).await;
+    assert_refused(
+        &h,
+        resp,
+        "rate_limit_exceeded",
+        "60",
+        &format!("limits of key:{id}"),
+    )
+    .await;
+    // Removing them falls back to the defaults.
+    let patched = h
+        .http
+        .patch(format!("{}/admin/keys/{id}", h.url))
+        .bearer_auth(MASTER)
+        .json(&json!({"limits": null}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    assert_eq!(h.chat(&key, chat_body("gpt-4o-mini")).await.status(), 200);
+    // Invalid values are 400.
+    let bad = h
+        .http
+        .patch(format!("{}/admin/keys/{id}", h.url))
+        .bearer_auth(MASTER)
+        .json(&json!({"limits": {"requests_per_minute": 0}}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(bad, 400, "invalid_request").await;
+
+    // A team's own budget.
+    let resp = h
+        .http
+        .patch(format!("{}/admin/teams/red", h.url))
+        .bearer_auth(MASTER)
+        .json(&json!({"budget": {"usd": "0.001", "period": "daily"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["budget"], json!({"usd": "0.001000", "period": "daily"}));
+    let resp = h.chat(&key, chat_body("gpt-4o-mini")).await;
+    assert_refused(
+        &h,
+        resp,
+        "insufficient_quota",
+        "57600",
+        "own budget of team:red",
+    )
+    .await;
+    let teams: Value = h
+        .http
+        .get(format!("{}/admin/teams", h.url))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(teams["data"][0]["id"], "red", "{teams}");
+    let b: Value = h
+        .http
+        .get(format!("{}/admin/budgets", h.url))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(b["data"][0]["budget"], "own budget of team:red", "{b}");
+    assert_eq!(b["data"][0]["budget_micros"], 1000, "{b}");
+    let del = h
+        .http
+        .delete(format!("{}/admin/teams/red", h.url))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), 200);
+    assert_eq!(h.chat(&key, chat_body("gpt-4o-mini")).await.status(), 200);
+    h.stop().await;
+}

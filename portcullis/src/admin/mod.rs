@@ -30,6 +30,13 @@ pub fn router() -> Router<AppState> {
         .route("/keys/{id}/rotate", post(rotate_key))
         .route("/usage", get(usage))
         .route("/budgets", get(limits::budgets))
+        .route("/teams", get(limits::list_teams))
+        .route(
+            "/teams/{id}",
+            get(limits::get_team)
+                .patch(limits::patch_team)
+                .delete(limits::delete_team),
+        )
         .route("/limits", get(limits::stats))
         .route("/users", get(list_users))
         .route("/users/{id}", get(get_user).patch(update_user))
@@ -47,8 +54,8 @@ pub fn router() -> Router<AppState> {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Portcullis admin API", description = "Manage gateway keys and read usage. Every route needs the master key as `Authorization: Bearer <master key>`."),
-    paths(create_key, list_keys, get_key, update_key, revoke_key, rotate_key, usage, list_users, get_user, update_user, audit, reload, explain, crate::authz::ownership::admin::list_resources, openapi, limits::budgets, limits::stats),
-    components(schemas(crate::authz::ownership::admin::ResourceList, crate::store::ResourceRecord, ExplainRequest, crate::authz::explain::Explanation, crate::authz::explain::Stage, crate::reload::ReloadReport, UserList, PatchUser, AuditList, UserRecord, AuditEvent, CreateKey, PatchKey, RotateKey, KeyView, CreatedKey, KeyList, UsageList, UsageRow, UsageGroup, limits::BudgetList, limits::BudgetView, limits::LimiterStats, crate::limits::config::BudgetPeriod)),
+    paths(create_key, list_keys, get_key, update_key, revoke_key, rotate_key, usage, list_users, get_user, update_user, audit, reload, explain, crate::authz::ownership::admin::list_resources, openapi, limits::budgets, limits::stats, limits::list_teams, limits::get_team, limits::patch_team, limits::delete_team),
+    components(schemas(crate::authz::ownership::admin::ResourceList, crate::store::ResourceRecord, ExplainRequest, crate::authz::explain::Explanation, crate::authz::explain::Stage, crate::reload::ReloadReport, UserList, PatchUser, AuditList, UserRecord, AuditEvent, CreateKey, PatchKey, RotateKey, KeyView, CreatedKey, KeyList, UsageList, UsageRow, UsageGroup, limits::BudgetList, limits::BudgetView, limits::LimiterStats, crate::limits::config::BudgetPeriod, crate::limits::config::LimitSet, crate::limits::config::OwnBudget, limits::TeamView, limits::TeamList, limits::PatchOwn)),
     modifiers(&MasterKeyAuth),
     security(("master_key" = []))
 )]
@@ -112,6 +119,10 @@ pub struct CreateKey {
     /// Free-form JSON object.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
+    /// The key's own limits (replacing the units of `limits.defaults.key` it sets).
+    pub limits: Option<crate::limits::config::LimitSet>,
+    /// The key's own budget.
+    pub budget: Option<crate::limits::config::OwnBudget>,
 }
 
 /// Body of `PATCH /admin/keys/{id}`: absent fields stay, `null` clears.
@@ -146,6 +157,14 @@ pub struct PatchKey {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Option<serde_json::Value>>,
+    /// The key's own limits (replace; `null` removes).
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<crate::limits::config::LimitSet>)]
+    pub limits: Option<Option<crate::limits::config::LimitSet>>,
+    /// The key's own budget (replace; `null` removes).
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<crate::limits::config::OwnBudget>)]
+    pub budget: Option<Option<crate::limits::config::OwnBudget>>,
 }
 
 /// Body of `POST /admin/keys/{id}/rotate`.
@@ -187,6 +206,12 @@ pub struct KeyView {
     pub metadata: serde_json::Value,
     /// Id of the key this one replaced.
     pub rotated_from: Option<String>,
+    /// The key's own limits, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<crate::limits::config::LimitSet>,
+    /// The key's own budget, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<crate::limits::config::OwnBudget>,
 }
 
 /// The create/rotate answer: the only time the key is shown.
@@ -237,6 +262,8 @@ fn view(k: &ApiKeyRecord, now_ms: i64) -> KeyView {
         created_at: rfc3339(k.created_at),
         metadata: k.metadata.clone(),
         rotated_from: k.rotated_from.clone(),
+        limits: None,
+        budget: None,
     }
 }
 
@@ -324,6 +351,7 @@ pub async fn create_key(
     let req: CreateKey = parse_body(&body)?;
     check_lists(req.models.as_ref(), req.endpoints.as_ref())?;
     check_metadata(req.metadata.as_ref())?;
+    let own = limits::checked_own(req.limits, req.budget)?;
     let now = state.clock.now_ms();
     let (id, key) = keys::generate();
     let record = ApiKeyRecord {
@@ -342,8 +370,15 @@ pub async fn create_key(
     };
     state.store.insert_key(&record).await.map_err(store_err)?;
     state.authn.invalidate(&record.id);
+    if own != crate::limits::config::OwnLimits::default() {
+        limits::set_own(&state, &format!("key:{}", record.id), own).await?;
+    }
     tracing::info!(key_id = %record.id, "key created");
-    Ok(created(key, &record, now))
+    let body = CreatedKey {
+        key: key.expose().to_owned(),
+        view: limits::key_view(&state, view(&record, now)),
+    };
+    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -424,7 +459,7 @@ pub async fn get_key(
         .await
         .map_err(store_err)?
         .ok_or(ApiError::NotFound)?;
-    Ok(axum::Json(view(&k, state.clock.now_ms())).into_response())
+    Ok(axum::Json(limits::key_view(&state, view(&k, state.clock.now_ms()))).into_response())
 }
 
 /// Changes a key's attributes; takes effect on the next request.
@@ -442,6 +477,7 @@ pub async fn update_key(
         req.endpoints.as_ref().and_then(Option::as_ref),
     )?;
     check_metadata(req.metadata.as_ref().and_then(Option::as_ref))?;
+    let own_patch = (req.limits, req.budget);
     let patch = KeyPatch {
         name: req.name,
         user: req.user,
@@ -463,8 +499,9 @@ pub async fn update_key(
         .map_err(store_err)?
         .ok_or(ApiError::NotFound)?;
     state.authn.invalidate(&id);
+    limits::patch_own(&state, &format!("key:{id}"), own_patch).await?;
     tracing::info!(key_id = %id, "key updated");
-    Ok(axum::Json(view(&k, state.clock.now_ms())).into_response())
+    Ok(axum::Json(limits::key_view(&state, view(&k, state.clock.now_ms()))).into_response())
 }
 
 /// Revokes a key; the very next request with it gets 401.
@@ -578,6 +615,14 @@ pub struct UserList {
 pub struct PatchUser {
     /// A disabled user gets 403 even with a valid token.
     pub disabled: Option<bool>,
+    /// The user's own limits (replacing the units of `limits.defaults.user` it sets; `null` removes).
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<crate::limits::config::LimitSet>)]
+    pub limits: Option<Option<crate::limits::config::LimitSet>>,
+    /// The user's own budget (`null` removes).
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<crate::limits::config::OwnBudget>)]
+    pub budget: Option<Option<crate::limits::config::OwnBudget>>,
 }
 
 /// Users seen through identity-provider tokens.
@@ -631,6 +676,7 @@ pub async fn update_user(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: PatchUser = parse_body(&body)?;
+    let own_patch = (req.limits, req.budget);
     let u = match req.disabled {
         Some(d) => state
             .store
@@ -641,8 +687,13 @@ pub async fn update_user(
     }
     .ok_or(ApiError::NotFound)?;
     state.authn.invalidate_user(&id);
+    limits::patch_own(&state, &format!("user:{id}"), own_patch).await?;
     tracing::info!(user = %id, disabled = u.disabled, "user updated");
-    Ok(axum::Json(u).into_response())
+    Ok(axum::Json(limits::UserView {
+        own: state.limits.own(&format!("user:{id}")),
+        user: u,
+    })
+    .into_response())
 }
 
 /// `GET /admin/audit`.

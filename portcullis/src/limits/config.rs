@@ -435,8 +435,10 @@ pub struct BudgetFile {
 /// A validated budget.
 #[derive(Debug, Clone)]
 pub struct BudgetConfig {
-    /// Position in the file (`budgets[i]`).
+    /// Position in the file (`budgets[i]`); `usize::MAX` for a key's, user's or team's own budget.
     pub index: usize,
+    /// How messages and `GET /admin/budgets` name it: `budgets[i]`, or `own budget of team:red`.
+    pub label: String,
     /// Who it applies to (one budget per matching team / user / key).
     pub subjects: Vec<Subject>,
     /// The subjects as written.
@@ -494,6 +496,7 @@ pub fn validate_budgets(
         }
         out.push(BudgetConfig {
             index: i,
+            label: at.clone(),
             subjects,
             subject_text: b.subjects,
             micros: b.usd.0,
@@ -651,5 +654,81 @@ mod tests {
         assert_eq!(p.cost(1000, 0, 100), 210);
         assert_eq!(p.cost(1, 0, 0), 1);
         assert_eq!(p.cost(1000, 1000, 0), 75);
+    }
+}
+
+// ------------------------------------------------------------ own limits
+
+/// A key's, user's or team's own budget (admin API).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OwnBudget {
+    /// US dollars: a number or a decimal string, at most 6 decimals.
+    #[schema(value_type = String)]
+    #[serde(serialize_with = "ser_usd")]
+    pub usd: Micros,
+    /// `daily`, `weekly`, `monthly` or `total`.
+    pub period: BudgetPeriod,
+}
+
+fn ser_usd<S: serde::Serializer>(m: &Micros, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&usd(m.0))
+}
+
+/// A subject's own limits and budget, as the admin API sets them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct OwnLimits {
+    /// Limits that replace the matching `limits.defaults` units for this subject.
+    pub limits: Option<LimitSet>,
+    /// A budget of its own, on top of any configured `budgets`.
+    pub budget: Option<OwnBudget>,
+}
+
+impl OwnLimits {
+    /// 400-worthy problems, as `field: message`.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(l) = &self.limits {
+            let mut errors = Vec::new();
+            l.check("limits", &mut errors);
+            if let Some(e) = errors.first() {
+                return Err(e.to_string());
+            }
+        }
+        if self.budget.as_ref().is_some_and(|b| b.usd.0 <= 0) {
+            return Err("budget.usd: must be greater than zero".into());
+        }
+        Ok(())
+    }
+
+    /// The `BudgetConfig` the limiter applies for `subject`.
+    pub fn budget_config(&self, subject: &str) -> Option<BudgetConfig> {
+        self.budget.as_ref().map(|b| BudgetConfig {
+            index: usize::MAX,
+            label: format!("own budget of {subject}"),
+            subjects: Vec::new(),
+            subject_text: vec![subject.to_owned()],
+            micros: b.usd.0,
+            period: b.period,
+            alert_at_percent: Vec::new(),
+            webhook: None,
+        })
+    }
+}
+
+impl LimitSet {
+    /// `self`'s units where set, else `base`'s.
+    pub fn over(&self, base: &LimitSet) -> LimitSet {
+        LimitSet {
+            requests_per_second: self.requests_per_second.or(base.requests_per_second),
+            requests_per_minute: self.requests_per_minute.or(base.requests_per_minute),
+            requests_per_hour: self.requests_per_hour.or(base.requests_per_hour),
+            requests_per_day: self.requests_per_day.or(base.requests_per_day),
+            requests_per_month: self.requests_per_month.or(base.requests_per_month),
+            tokens_per_minute: self.tokens_per_minute.or(base.tokens_per_minute),
+            tokens_per_hour: self.tokens_per_hour.or(base.tokens_per_hour),
+            tokens_per_day: self.tokens_per_day.or(base.tokens_per_day),
+            tokens_per_month: self.tokens_per_month.or(base.tokens_per_month),
+            concurrent_requests: self.concurrent_requests.or(base.concurrent_requests),
+        }
     }
 }

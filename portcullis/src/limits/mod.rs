@@ -109,7 +109,15 @@ pub struct Counters {
     pub usage_unreported: AtomicU64,
 }
 
+/// A subject's own limits and budget, with the budget ready to apply.
+struct Own {
+    limits: config::OwnLimits,
+    budget: Option<Arc<BudgetConfig>>,
+}
+
 struct Shared {
+    overrides: std::sync::RwLock<std::collections::HashMap<String, Arc<Own>>>,
+    has_overrides: std::sync::atomic::AtomicBool,
     limits: config::LimitsConfig,
     budgets: Vec<Arc<BudgetConfig>>,
     pricing: Pricing,
@@ -211,6 +219,8 @@ impl Limiter {
             })
             .flatten();
         Limiter(Arc::new(Shared {
+            overrides: std::sync::RwLock::default(),
+            has_overrides: std::sync::atomic::AtomicBool::new(false),
             limits: config.limits.clone(),
             budgets: config.budgets.iter().cloned().map(Arc::new).collect(),
             pricing: config.pricing.clone(),
@@ -236,9 +246,126 @@ impl Limiter {
         }))
     }
 
-    /// True when any limit or budget is configured.
+    /// True when any limit or budget is configured (or set through the admin API).
     pub fn active(&self) -> bool {
-        !self.0.limits.is_empty() || !self.0.budgets.is_empty()
+        !self.0.limits.is_empty()
+            || !self.0.budgets.is_empty()
+            || self.0.has_overrides.load(Ordering::Relaxed)
+    }
+
+    /// Loads the own limits and budgets stored through the admin API.
+    pub async fn load_overrides(&self) -> Result<usize, crate::store::StoreError> {
+        let rows = self.0.store.list_limit_overrides().await?;
+        let n = rows.len();
+        for r in rows {
+            fn parse<T: serde::de::DeserializeOwned>(v: Option<String>) -> Option<T> {
+                v.and_then(|t| serde_json::from_str(&t).ok())
+            }
+            let own = config::OwnLimits {
+                limits: parse(r.limits),
+                budget: parse(r.budget),
+            };
+            self.install(r.subject, own);
+        }
+        Ok(n)
+    }
+
+    fn install(&self, subject: String, own: config::OwnLimits) {
+        let mut map = self
+            .0
+            .overrides
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if own.limits.is_none() && own.budget.is_none() {
+            map.remove(&subject);
+        } else {
+            let budget = own.budget_config(&subject).map(Arc::new);
+            map.insert(
+                subject,
+                Arc::new(Own {
+                    limits: own,
+                    budget,
+                }),
+            );
+        }
+        self.0
+            .has_overrides
+            .store(!map.is_empty(), Ordering::Relaxed);
+    }
+
+    /// Stores and applies `subject`'s own limits and budget (both `None`: removes them).
+    pub async fn set_own(
+        &self,
+        subject: &str,
+        own: config::OwnLimits,
+    ) -> Result<(), crate::store::StoreError> {
+        let json = |v: Option<String>| v;
+        let record = crate::store::LimitOverrideRecord {
+            subject: subject.to_owned(),
+            limits: json(
+                own.limits
+                    .as_ref()
+                    .and_then(|l| serde_json::to_string(l).ok()),
+            ),
+            budget: json(
+                own.budget
+                    .as_ref()
+                    .and_then(|b| serde_json::to_string(b).ok()),
+            ),
+        };
+        self.0
+            .store
+            .put_limit_override(&record, self.0.clock.now_ms())
+            .await?;
+        self.install(subject.to_owned(), own);
+        Ok(())
+    }
+
+    /// `subject`'s own limits and budget (empty when it has none).
+    pub fn own(&self, subject: &str) -> config::OwnLimits {
+        self.own_arc(subject)
+            .map(|o| o.limits.clone())
+            .unwrap_or_default()
+    }
+
+    fn own_arc(&self, subject: &str) -> Option<Arc<Own>> {
+        if !self.0.has_overrides.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.0
+            .overrides
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(subject)
+            .cloned()
+    }
+
+    /// Every subject with own limits or a budget whose name starts with `prefix` (`team:`), sorted.
+    pub fn owns(&self, prefix: &str) -> Vec<(String, config::OwnLimits)> {
+        let map = self
+            .0
+            .overrides
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out: Vec<_> = map
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.limits.clone()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Own budgets, with their subjects.
+    pub fn own_budgets(&self) -> Vec<(String, Arc<BudgetConfig>)> {
+        let map = self
+            .0
+            .overrides
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.iter()
+            .filter_map(|(k, v)| v.budget.clone().map(|b| (k.clone(), b)))
+            .collect()
     }
 
     /// `limits.default_max_tokens`.
@@ -273,8 +400,8 @@ impl Limiter {
     }
 
     /// The in-memory state of one budget bucket in the period starting at `start`, if tracked.
-    pub fn budget_state(&self, index: usize, start: i64, bucket: &str) -> Option<(i64, i64)> {
-        let key: Arc<str> = Arc::from(format!("b{index}|{start}|{bucket}"));
+    pub fn budget_state(&self, label: &str, start: i64, bucket: &str) -> Option<(i64, i64)> {
+        let key: Arc<str> = Arc::from(format!("{label}|{start}|{bucket}"));
         self.0
             .budget_states
             .get(&key)
@@ -282,9 +409,9 @@ impl Limiter {
             .map(|s| s.amounts())
     }
 
-    /// Tracked budget buckets of budget `index` in the period starting at `start`.
-    pub fn tracked_budget_buckets(&self, index: usize, start: i64) -> Vec<String> {
-        let prefix = format!("b{index}|{start}|");
+    /// Tracked budget buckets of the budget `label` in the period starting at `start`.
+    pub fn tracked_budget_buckets(&self, label: &str, start: i64) -> Vec<String> {
+        let prefix = format!("{label}|{start}|");
         self.0
             .budget_states
             .iter()
@@ -315,33 +442,38 @@ impl Limiter {
         let now = s.clock.now_ms();
         let provider = permit.provider().name.as_str();
         let model = permit.model();
-        let mut sets: Vec<(String, String, &LimitSet)> = Vec::new();
-        if let Some(k) = p.key_id()
-            && !s.limits.key.is_empty()
-        {
-            sets.push((
-                "limits.defaults.key".into(),
-                format!("key:{k}"),
-                &s.limits.key,
-            ));
-        }
-        if let Some(u) = p.user()
-            && !s.limits.user.is_empty()
-        {
-            sets.push((
-                "limits.defaults.user".into(),
-                format!("user:{u}"),
-                &s.limits.user,
-            ));
-        }
-        if let Some(t) = p.team()
-            && !s.limits.team.is_empty()
-        {
-            sets.push((
-                "limits.defaults.team".into(),
-                format!("team:{t}"),
-                &s.limits.team,
-            ));
+        let mut sets: Vec<(String, String, std::borrow::Cow<'_, LimitSet>)> = Vec::new();
+        let mut budgets: Vec<(Arc<BudgetConfig>, String)> = Vec::new();
+        let overrides = s.has_overrides.load(Ordering::Relaxed);
+        for (scope, kind, id, defaults) in [
+            ("limits.defaults.key", "key", p.key_id(), &s.limits.key),
+            ("limits.defaults.user", "user", p.user(), &s.limits.user),
+            ("limits.defaults.team", "team", p.team(), &s.limits.team),
+        ] {
+            let Some(id) = id else { continue };
+            if defaults.is_empty() && !overrides {
+                continue;
+            }
+            let bucket = format!("{kind}:{id}");
+            let own = self.own_arc(&bucket);
+            match own.as_ref().and_then(|o| o.limits.limits.as_ref()) {
+                Some(l) => sets.push((
+                    format!("limits of {bucket}"),
+                    bucket.clone(),
+                    std::borrow::Cow::Owned(l.over(defaults)),
+                )),
+                None if !defaults.is_empty() => {
+                    sets.push((
+                        scope.to_owned(),
+                        bucket.clone(),
+                        std::borrow::Cow::Borrowed(defaults),
+                    ));
+                }
+                None => {}
+            }
+            if let Some(b) = own.and_then(|o| o.budget.clone()) {
+                budgets.push((b, bucket));
+            }
         }
         for r in &s.limits.rules {
             let models_ok = r.models.as_ref().is_none_or(|globs| {
@@ -359,7 +491,7 @@ impl Limiter {
                 sets.push((
                     format!("limits.rules[{}]", r.index),
                     bucket_of(subject, p),
-                    &r.limits,
+                    std::borrow::Cow::Borrowed(&r.limits),
                 ));
             }
         }
@@ -432,15 +564,18 @@ impl Limiter {
                 }
             }
         }
-        if billable && !s.budgets.is_empty() {
-            let cost = res.reserved_cost;
+        if billable {
             for b in &s.budgets {
-                let Some(subject) = b.subjects.iter().find(|sub| sub.matches(p)) else {
-                    continue;
-                };
-                let bucket = bucket_of(subject, p);
+                if let Some(subject) = b.subjects.iter().find(|sub| sub.matches(p)) {
+                    budgets.push((b.clone(), bucket_of(subject, p)));
+                }
+            }
+        }
+        if billable && !budgets.is_empty() {
+            let cost = res.reserved_cost;
+            for (b, bucket) in budgets {
                 let (start, end) = budget::period_bounds(b.period, now);
-                let key: Arc<str> = Arc::from(format!("b{}|{start}|{bucket}", b.index));
+                let key: Arc<str> = Arc::from(format!("{}|{start}|{bucket}", b.label));
                 let state = s.budget_states.get_with(key, Arc::default);
                 state
                     .loaded
@@ -455,7 +590,7 @@ impl Limiter {
                     s.counters.budget_exhausted.fetch_add(1, Ordering::Relaxed);
                     let wait = end.map_or(86_400_000, |e| (e - now).max(1000));
                     return Err(ApiError::QuotaExceeded(Box::new(Refusal {
-                        limit: format!("budgets[{}]", b.index),
+                        limit: b.label.clone(),
                         subject: bucket,
                         what: format!(
                             "a {} budget of ${}",
@@ -494,11 +629,11 @@ impl Limiter {
         let store = self.0.store.clone();
         let marker = format!(
             "budget_alert|{}|{}|{}|{threshold}",
-            hold.budget.index, hold.bucket, hold.start
+            hold.budget.label, hold.bucket, hold.start
         );
         let payload = serde_json::json!({
             "type": "budget.threshold_reached",
-            "budget": format!("budgets[{}]", hold.budget.index),
+            "budget": hold.budget.label,
             "subject": hold.bucket,
             "threshold_percent": threshold,
             "spent_usd": config::usd(spent),

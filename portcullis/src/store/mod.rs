@@ -276,6 +276,17 @@ pub struct ResourceQuery {
     pub limit: usize,
 }
 
+/// Own limits and a budget of a key, user or team (JSON as the admin API takes them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitOverrideRecord {
+    /// `key:<id>`, `user:<id>` or `team:<id>`.
+    pub subject: String,
+    /// JSON of a `LimitSet`, if any.
+    pub limits: Option<String>,
+    /// JSON of an own budget, if any.
+    pub budget: Option<String>,
+}
+
 /// Everything the gateway persists.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -370,6 +381,14 @@ pub trait Store: Send + Sync + 'static {
     /// Spend in micro-dollars of a budget bucket (`team:<id>`, `user:<id>`,
     /// `key:<id>` or `anonymous`) in requests that arrived at or after `since_ms`.
     async fn spend_since(&self, bucket: &str, since_ms: i64) -> Result<i64, StoreError>;
+    /// Every stored own limit and budget.
+    async fn list_limit_overrides(&self) -> Result<Vec<LimitOverrideRecord>, StoreError>;
+    /// Stores (or, with neither limits nor budget, removes) one subject's own limits and budget.
+    async fn put_limit_override(
+        &self,
+        record: &LimitOverrideRecord,
+        at_ms: i64,
+    ) -> Result<(), StoreError>;
     /// Ledger records of one request id (for operators and tests).
     async fn usage_by_request(&self, request_id: &str) -> Result<Vec<UsageRecord>, StoreError>;
 }

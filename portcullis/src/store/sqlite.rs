@@ -478,6 +478,51 @@ impl Store for SqliteStore {
         super::resources::list(&self.pool, query).await
     }
 
+    async fn list_limit_overrides(&self) -> Result<Vec<super::LimitOverrideRecord>, StoreError> {
+        let rows =
+            sqlx::query("SELECT subject, limits, budget FROM limit_overrides ORDER BY subject")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                let c = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+                Ok(super::LimitOverrideRecord {
+                    subject: r.try_get("subject").map_err(c)?,
+                    limits: r.try_get("limits").map_err(c)?,
+                    budget: r.try_get("budget").map_err(c)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn put_limit_override(
+        &self,
+        record: &super::LimitOverrideRecord,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        if record.limits.is_none() && record.budget.is_none() {
+            sqlx::query("DELETE FROM limit_overrides WHERE subject = ?")
+                .bind(&record.subject)
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO limit_overrides (subject, limits, budget, updated_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (subject) DO UPDATE SET limits = excluded.limits, budget = excluded.budget, updated_at = excluded.updated_at",
+        )
+        .bind(&record.subject)
+        .bind(&record.limits)
+        .bind(&record.budget)
+        .bind(at_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn spend_since(&self, bucket: &str, since_ms: i64) -> Result<i64, StoreError> {
         let (sql, value) = match bucket.split_once(':') {
             Some(("team", v)) => ("team_id = ?", v),
