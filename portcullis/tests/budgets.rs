@@ -367,3 +367,53 @@ async fn spend_is_rebuilt_from_the_ledger_after_a_restart_and_reported_with_cost
     assert_eq!(rows[0]["cost_micros"], spent);
     gw.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_usage_command_prints_cost_and_budgets_as_a_table_or_json() {
+    use portcullis::cli::{AdminClientArgs, UsageArgs, run_usage};
+    let h = Harness::start_with(Opts {
+        top_extra: format!(
+            "budgets:\n  - subjects: [\"team:*\"]\n    usd: 10\n    period: monthly\n{PRICING}"
+        ),
+        ..Default::default()
+    })
+    .await;
+    let key = h.key().await;
+    let resp = h.chat(&key, body5()).await;
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    resp.text().await.unwrap();
+    let cost = h.usage_record(&id).await.cost_micros.unwrap();
+    let client = |json: bool| AdminClientArgs {
+        url: h.url.clone(),
+        admin_key: Some(MASTER.into()),
+        json,
+    };
+    let args = |group: &str, budgets: bool| UsageArgs {
+        group_by: group.into(),
+        since: None,
+        until: None,
+        budgets,
+    };
+    let table = run_usage(&client(false), &args("team", false))
+        .await
+        .unwrap();
+    let mut lines = table.lines();
+    assert!(lines.next().unwrap().starts_with("GROUP"), "{table}");
+    let row = lines.next().unwrap();
+    assert!(
+        row.starts_with("red") && row.ends_with(&usd(cost)),
+        "{table}"
+    );
+    let json: Value =
+        serde_json::from_str(&run_usage(&client(true), &args("day", false)).await.unwrap())
+            .unwrap();
+    assert_eq!(json["data"][0]["cost_micros"], cost);
+    let budgets = run_usage(&client(false), &args("key", true)).await.unwrap();
+    assert!(
+        budgets.contains("budgets[0]")
+            && budgets.contains("team:red")
+            && budgets.contains(&usd(10_000_000 - cost)),
+        "{budgets}"
+    );
+    h.stop().await;
+}
