@@ -516,8 +516,7 @@ impl Limiter {
                         };
                         let key: Arc<str> =
                             Arc::from(format!("{scope}|{}|{limit}|{bucket}", unit.key()));
-                        let b = s.rates[period_index(period)].get_with(key, Bucket::default);
-                        let took = lock(&b).take(spec, now, cost);
+                        let (b, took) = self.take(period, key, spec, now, cost);
                         match took {
                             Take::Admitted {
                                 remaining,
@@ -617,6 +616,20 @@ impl Limiter {
         // Admitted: the request counts stay taken whatever happens next.
         res.requests.clear();
         Ok(res)
+    }
+
+    /// Takes `cost` from the bucket `key` of `period`'s cache (created full if absent).
+    fn take(
+        &self,
+        period: RatePeriod,
+        key: Arc<str>,
+        spec: Spec,
+        now: i64,
+        cost: u64,
+    ) -> (Bucket, Take) {
+        let b = self.0.rates[period_index(period)].get_with(key, Bucket::default);
+        let took = lock(&b).take(spec, now, cost);
+        (b, took)
     }
 
     fn alert(&self, hold: &Hold, spent: i64, threshold: u32) {
@@ -803,5 +816,60 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.finish(Outcome::NotCharged);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn a_spray_of_distinct_principals_stays_within_the_bound() {
+        let env = |_: &str| None;
+        let config = Config::from_yaml(
+            "limits:\n  max_tracked_subjects: 1000\n  defaults:\n    key: {requests_per_minute: 1}\n",
+            &env,
+            crate::config::ConfigSource::Defaults,
+        )
+        .unwrap();
+        let store: SharedStore = Arc::new(
+            crate::store::SqliteStore::open("sqlite::memory:")
+                .await
+                .unwrap(),
+        );
+        let clock: SharedClock = Arc::new(crate::clock::ManualClock::new(0));
+        let lim = Limiter::new(&config, store, clock);
+        let spec = Spec {
+            limit: 1,
+            period_ms: 60_000,
+        };
+        for i in 0..200_000u32 {
+            let key: Arc<str> = Arc::from(format!("k{i}"));
+            let (_, took) = lim.take(RatePeriod::Minute, key, spec, 0, 1);
+            assert!(matches!(took, Take::Admitted { .. }));
+        }
+        let cache = &lim.0.rates[period_index(RatePeriod::Minute)];
+        cache.run_pending_tasks();
+        assert!(
+            cache.entry_count() <= 1000,
+            "{} entries",
+            cache.entry_count()
+        );
+        // A subject that keeps coming stays tracked (and limited).
+        let hot: Arc<str> = Arc::from("hot");
+        let _ = lim.take(RatePeriod::Minute, hot.clone(), spec, 0, 1);
+        for _ in 0..10 {
+            let (_, took) = lim.take(RatePeriod::Minute, hot.clone(), spec, 0, 1);
+            assert!(matches!(took, Take::Refused { .. }));
+        }
+    }
+
+    #[test]
+    fn reset_times_read_like_openai() {
+        assert_eq!(reset_text(20), "20ms");
+        assert_eq!(reset_text(1500), "1.5s");
+        assert_eq!(reset_text(360_000), "6m0s");
+        assert_eq!(reset_text(3_600_000), "1h0m0s");
     }
 }
