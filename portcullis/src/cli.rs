@@ -330,23 +330,29 @@ fn cell(v: &Value) -> String {
 
 /// A plain-text table of keys.
 pub fn table(rows: &[Value]) -> String {
-    const COLS: &[(&str, &str)] = &[
-        ("ID", "id"),
-        ("NAME", "name"),
-        ("USER", "user"),
-        ("TEAM", "team"),
-        ("STATUS", "status"),
-        ("ROLE", "admin_role"),
-        ("MODELS", "models"),
-        ("ENDPOINTS", "endpoints"),
-        ("EXPIRES", "expires_at"),
-        ("CREATED", "created_at"),
-    ];
+    table_of(KEY_COLUMNS, rows)
+}
+
+const KEY_COLUMNS: &[(&str, &str)] = &[
+    ("ID", "id"),
+    ("NAME", "name"),
+    ("USER", "user"),
+    ("TEAM", "team"),
+    ("STATUS", "status"),
+    ("ROLE", "admin_role"),
+    ("MODELS", "models"),
+    ("ENDPOINTS", "endpoints"),
+    ("EXPIRES", "expires_at"),
+    ("CREATED", "created_at"),
+];
+
+/// A plain-text table of `rows` with `(heading, field)` columns.
+pub fn table_of(cols: &[(&str, &str)], rows: &[Value]) -> String {
     let cells: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| COLS.iter().map(|(_, k)| cell(&r[*k])).collect())
+        .map(|r| cols.iter().map(|(_, k)| cell(&r[*k])).collect())
         .collect();
-    let widths: Vec<usize> = COLS
+    let widths: Vec<usize> = cols
         .iter()
         .enumerate()
         .map(|(i, (h, _))| {
@@ -368,9 +374,79 @@ pub fn table(rows: &[Value]) -> String {
         out.push_str(parts.join("  ").trim_end());
         out.push('\n');
     };
-    line(COLS.iter().map(|(h, _)| *h).collect(), &mut out);
+    line(cols.iter().map(|(h, _)| *h).collect(), &mut out);
     for r in &cells {
         line(r.iter().map(String::as_str).collect(), &mut out);
     }
     out
+}
+
+/// `portcullis usage`.
+#[derive(Debug, Args, Clone)]
+pub struct UsageArgs {
+    /// Group by key, user, team, model, provider, endpoint or day (UTC).
+    #[arg(long, default_value = "key")]
+    pub group_by: String,
+    /// From this time (RFC 3339 or Unix seconds), inclusive.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Until this time (RFC 3339 or Unix seconds), exclusive.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Show each budget's spend, remaining amount and period end instead.
+    #[arg(long)]
+    pub budgets: bool,
+}
+
+/// Runs `portcullis usage` and returns what to print.
+pub async fn run_usage(client: &AdminClientArgs, args: &UsageArgs) -> anyhow::Result<String> {
+    if args.budgets {
+        let v = admin_call(client, reqwest::Method::GET, "/admin/budgets", None).await?;
+        if client.json {
+            return Ok(serde_json::to_string_pretty(&v)?);
+        }
+        let rows = v["data"].as_array().cloned().unwrap_or_default();
+        return Ok(table_of(
+            &[
+                ("BUDGET", "budget"),
+                ("SUBJECT", "subject"),
+                ("PERIOD", "period"),
+                ("BUDGET_USD", "budget_usd"),
+                ("SPENT_USD", "spent_usd"),
+                ("REMAINING_USD", "remaining_usd"),
+                ("PERIOD_END", "period_end"),
+            ],
+            &rows,
+        ));
+    }
+    let mut query = vec![("group_by", args.group_by.as_str())];
+    if let Some(s) = &args.since {
+        query.push(("since", s));
+    }
+    if let Some(u) = &args.until {
+        query.push(("until", u));
+    }
+    let q = serde_urlencoded::to_string(&query)?;
+    let v = admin_call(
+        client,
+        reqwest::Method::GET,
+        &format!("/admin/usage?{q}"),
+        None,
+    )
+    .await?;
+    if client.json {
+        return Ok(serde_json::to_string_pretty(&v)?);
+    }
+    let rows = v["data"].as_array().cloned().unwrap_or_default();
+    Ok(table_of(
+        &[
+            ("GROUP", "group"),
+            ("REQUESTS", "requests"),
+            ("PROMPT_TOKENS", "prompt_tokens"),
+            ("COMPLETION_TOKENS", "completion_tokens"),
+            ("ERRORS", "errors"),
+            ("COST_USD", "cost_usd"),
+        ],
+        &rows,
+    ))
 }

@@ -55,7 +55,11 @@ pub struct FileConfig {
     #[serde(default)]
     providers: Vec<ProviderFile>,
     #[serde(default)]
-    limits: LimitsFile,
+    limits: crate::limits::config::LimitsFile,
+    #[serde(default)]
+    budgets: Vec<crate::limits::config::BudgetFile>,
+    #[serde(default)]
+    pricing: std::collections::HashMap<String, crate::limits::config::PriceFile>,
     #[serde(default)]
     server: ServerFile,
     #[serde(default)]
@@ -146,12 +150,6 @@ struct TimeoutsFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LimitsFile {
-    max_body_bytes: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct ServerFile {
     #[serde(default, with = "humantime_serde")]
     shutdown_grace: Option<Duration>,
@@ -202,6 +200,12 @@ pub struct Config {
     pub default_provider: Option<usize>,
     /// Larger request bodies get 413.
     pub max_body_bytes: usize,
+    /// Request, token and concurrency limits (`limits:`).
+    pub limits: crate::limits::config::LimitsConfig,
+    /// Budgets (`budgets:`).
+    pub budgets: Vec<crate::limits::config::BudgetConfig>,
+    /// Model prices (`pricing:` over the built-in table).
+    pub pricing: crate::limits::config::Pricing,
     /// Server settings.
     pub server: ServerConfig,
     /// Usage-ledger settings.
@@ -858,6 +862,9 @@ fn validate(
         errors.push(err("limits.max_body_bytes", "must be greater than zero"));
     }
     let max_body_bytes = usize::try_from(max_body_bytes).unwrap_or(usize::MAX);
+    let limits = file.limits.validate(&mut errors);
+    let budgets = crate::limits::config::validate_budgets(file.budgets, &mut errors);
+    let pricing = crate::limits::config::Pricing::new(file.pricing, &mut errors);
 
     let server = ServerConfig {
         shutdown_grace: file
@@ -916,6 +923,9 @@ fn validate(
         providers,
         default_provider,
         max_body_bytes,
+        limits,
+        budgets,
+        pricing,
         server,
         ledger,
         log,

@@ -46,6 +46,15 @@ pub enum ApiError {
     /// 429: this address failed authentication too often.
     #[error("locked out for {0:?}")]
     LockedOut(std::time::Duration),
+    /// 429: a request-rate, token or concurrency limit is reached.
+    #[error("rate limited by {}", .0.limit)]
+    RateLimited(Box<crate::limits::Refusal>),
+    /// 429: the request alone is larger than a token limit.
+    #[error("request larger than {}", .0.limit)]
+    RequestTooLarge(Box<crate::limits::Refusal>),
+    /// 429: a budget is spent.
+    #[error("budget exhausted: {}", .0.limit)]
+    QuotaExceeded(Box<crate::limits::Refusal>),
     /// 403: the user is disabled.
     #[error("user disabled")]
     UserDisabled,
@@ -111,7 +120,9 @@ impl ApiError {
             | UserDisabled
             | AdminRoleInsufficient(_)
             | AdminAddressNotAllowed => StatusCode::FORBIDDEN,
-            LockedOut(_) => StatusCode::TOO_MANY_REQUESTS,
+            LockedOut(_) | RateLimited(_) | RequestTooLarge(_) | QuotaExceeded(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             IdentityProviderUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             NotFound | ModelNotFound(_) => StatusCode::NOT_FOUND,
             InvalidPath(_) | InvalidJson(_) | BadRequest { .. } => StatusCode::BAD_REQUEST,
@@ -134,6 +145,8 @@ impl ApiError {
             AdminRoleInsufficient(_) => "admin_role_insufficient",
             AdminAddressNotAllowed => "admin_address_not_allowed",
             LockedOut(_) => "too_many_failed_attempts",
+            RateLimited(_) | RequestTooLarge(_) => "rate_limit_exceeded",
+            QuotaExceeded(_) => "insufficient_quota",
             UserDisabled => "user_disabled",
             IdentityProviderUnavailable(_) => "identity_provider_unavailable",
             ModelNotAllowed(_) => "model_not_allowed",
@@ -153,6 +166,9 @@ impl ApiError {
 
     /// OpenAI's `type` field.
     pub fn error_type(&self) -> &'static str {
+        if let ApiError::QuotaExceeded(_) = self {
+            return "insufficient_quota";
+        }
         match self.status() {
             StatusCode::UNAUTHORIZED => "authentication_error",
             StatusCode::FORBIDDEN => "permission_error",
@@ -196,6 +212,24 @@ impl ApiError {
             LockedOut(d) => format!(
                 "Too many failed authentication attempts from your address; try again in {} seconds.",
                 d.as_secs().max(1)
+            ),
+            RateLimited(r) => format!(
+                "Rate limit reached for {}: {} ({}). Try again in {} seconds.",
+                r.subject,
+                r.what,
+                r.limit,
+                retry_secs(r.retry_after)
+            ),
+            RequestTooLarge(r) => format!(
+                "Request too large for {}: it needs more than {} ({}) on its own; send a smaller prompt or a lower max_tokens.",
+                r.subject, r.what, r.limit
+            ),
+            QuotaExceeded(r) => format!(
+                "Budget exhausted for {}: {} ({}) is spent. It resets in {} seconds.",
+                r.subject,
+                r.what,
+                r.limit,
+                retry_secs(r.retry_after)
             ),
             UserDisabled => "This user has been disabled by the gateway's administrator.".into(),
             IdentityProviderUnavailable(_) => {
@@ -246,11 +280,17 @@ impl IntoResponse for ApiError {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if let ApiError::LockedOut(d) = &self {
-            let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-            if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+        let wait = match &self {
+            ApiError::LockedOut(d) => Some(*d),
+            ApiError::RateLimited(r)
+            | ApiError::RequestTooLarge(r)
+            | ApiError::QuotaExceeded(r) => Some(r.retry_after),
+            _ => None,
+        };
+        if let Some(d) = wait
+            && let Ok(v) = HeaderValue::from_str(&retry_secs(d).to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut()
@@ -258,6 +298,11 @@ impl IntoResponse for ApiError {
         }
         resp
     }
+}
+
+/// Whole seconds to wait, rounded up, at least 1 (`Retry-After`).
+pub fn retry_secs(d: std::time::Duration) -> u64 {
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
 }
 
 /// An OpenAI-shaped error body for an arbitrary status, used where no variant fits

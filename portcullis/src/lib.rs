@@ -7,8 +7,8 @@
 //! for it.
 //!
 //! ```text
-//! listener ─► authn ─► authz ─► proxy ─► accounting
-//!             who?     may they? forward  what did it cost?
+//! listener ─► authn ─► authz ─► limits ─► proxy ─► accounting
+//!             who?     may they? how much? forward  what did it cost?
 //! ```
 //!
 //! | module | role |
@@ -17,6 +17,7 @@
 //! | [`tls`] | HTTPS and client certificates (mTLS), reloaded on SIGHUP |
 //! | [`authn`] | credentials → [`authn::Principal`]; the deny-by-default layer |
 //! | [`authz`] | path normalisation, endpoint allowlists, model routing → [`authz::Permit`]; resource ownership ([`authz::ownership`]) |
+//! | [`limits`] | request rates (GCRA), token limits, concurrency caps, budgets → [`limits::Reservation`] |
 //! | [`proxy`] | the handler that runs the pipeline; upstream clients and header hygiene |
 //! | [`accounting`] | usage taps over streamed bodies, the batched usage ledger |
 //! | [`store`] | persistence behind the [`store::Store`] trait (SQLite) |
@@ -36,6 +37,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod limits;
 pub mod proxy;
 pub mod reload;
 pub mod secret;
@@ -80,6 +82,8 @@ pub struct Inner {
     pub authn: Authenticator,
     /// Usage ledger queue.
     pub ledger: Ledger,
+    /// Rate, token and concurrency limits and budgets.
+    pub limits: limits::Limiter,
     /// Upstream HTTP clients.
     pub upstreams: Upstreams,
     /// Wall clock.

@@ -68,6 +68,13 @@ enum Command {
         #[command(flatten)]
         args: portcullis::cli::ExplainArgs,
     },
+    /// Usage and cost from the ledger (or, with --budgets, budget spend) through the admin API.
+    Usage {
+        #[command(flatten)]
+        client: AdminClientArgs,
+        #[command(flatten)]
+        args: portcullis::cli::UsageArgs,
+    },
     /// Re-read the configuration file and apply the new access rules.
     Reload {
         #[command(flatten)]
@@ -209,6 +216,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Explain { client, args } => {
             print!("{}", portcullis::cli::run_explain(&client, &args).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Usage { client, args } => {
+            print!("{}", portcullis::cli::run_usage(&client, &args).await?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Reload { client } => {

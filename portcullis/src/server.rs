@@ -107,6 +107,8 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
     }
     let rules = arc_swap::ArcSwap::from_pointee(config.rules.clone());
     let ownership = arc_swap::ArcSwap::from_pointee(config.ownership.clone());
+    let limits = crate::limits::Limiter::new(&config, store.clone(), clock.clone());
+    limits.load_overrides().await?;
     let state = AppState::new(Inner {
         rules,
         ownership,
@@ -114,6 +116,7 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
         store,
         authn,
         ledger,
+        limits,
         upstreams,
         clock,
         tls,

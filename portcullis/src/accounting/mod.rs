@@ -22,6 +22,8 @@ use usage::{TapKind, Usage, UsageTap};
 
 use crate::authn::Principal;
 use crate::authz::RouteFacts;
+use crate::limits::config::Price;
+use crate::limits::{Outcome, Reservation};
 use crate::store::UsageRecord;
 
 /// Status recorded when the client disconnected before the response ended.
@@ -34,6 +36,9 @@ pub struct Meter {
     record: UsageRecord,
     started: Instant,
     done: bool,
+    price: Option<Price>,
+    reservation: Option<Reservation>,
+    answered: bool,
 }
 
 impl Meter {
@@ -58,14 +63,40 @@ impl Meter {
             },
             started: Instant::now(),
             done: false,
+            price: None,
+            reservation: None,
+            answered: false,
         }
     }
 
+    /// Notes the model's price (what reported usage costs).
+    pub fn price(&mut self, price: Option<Price>) {
+        self.price = price;
+    }
+
+    /// Takes over the request's reservation, settled when the meter finishes.
+    pub fn reserve(&mut self, reservation: Reservation) {
+        self.reservation = Some(reservation);
+    }
+
+    /// Notes that the provider answered with a success status: from now on,
+    /// a request that ends without reported usage is charged its reservation.
+    pub fn answered(&mut self) {
+        self.answered = true;
+    }
+
     /// Notes the provider, endpoint and model once known.
+    /// Facts already noted are kept when `facts` lacks them.
     pub fn route(&mut self, facts: RouteFacts) {
-        self.record.provider = facts.provider;
-        self.record.endpoint = facts.group;
-        self.record.model = facts.model;
+        if facts.provider.is_some() {
+            self.record.provider = facts.provider;
+        }
+        if facts.group.is_some() {
+            self.record.endpoint = facts.group;
+        }
+        if facts.model.is_some() {
+            self.record.model = facts.model;
+        }
     }
 
     /// Notes that the response headers arrived now.
@@ -87,6 +118,40 @@ impl Meter {
         }
         r.error_code = error_code.map(str::to_owned);
         r.latency_ms = ms(self.started.elapsed());
+        let reported = usage.filter(|u| u.prompt_tokens.is_some() || u.completion_tokens.is_some());
+        let billable = r
+            .endpoint
+            .as_deref()
+            .is_some_and(|g| crate::limits::BILLABLE_GROUPS.contains(&g));
+        match (reported, self.reservation.take()) {
+            (Some(u), res) => {
+                let (p, c) = (
+                    u.prompt_tokens.unwrap_or(0),
+                    u.completion_tokens.unwrap_or(0),
+                );
+                r.cost_micros = self.price.map(|price| price.cost(p, 0, c));
+                if let Some(res) = res {
+                    res.settle(Outcome::Reported {
+                        tokens: p.saturating_add(c),
+                        cost_micros: r.cost_micros.unwrap_or(0),
+                    });
+                }
+            }
+            // Never silently zero: a stream the client left, or an answer
+            // without usage, is charged what was reserved.
+            (None, Some(res)) if billable && (self.answered || status == CLIENT_CLOSED) => {
+                if self.answered {
+                    res.count_unreported();
+                    tracing::warn!(target: "portcullis::usage_unreported", request_id = %r.request_id, "the provider reported no usage: charged the reservation");
+                }
+                let charged = res.settle(Outcome::Unreported);
+                r.cost_micros = self.price.map(|_| charged);
+            }
+            (None, Some(res)) => {
+                res.settle(Outcome::NotCharged);
+            }
+            (None, None) => {}
+        }
         let record = std::mem::take(r);
         tracing::info!(
             target: "portcullis::access",
@@ -133,6 +198,8 @@ pin_project_lite::pin_project! {
         tap: UsageTap,
         meter: Meter,
         status: u16,
+        strip: Option<crate::limits::sse::UsageChunkFilter>,
+        ended: bool,
     }
 
     impl<B> PinnedDrop for MeteredBody<B> {
@@ -154,7 +221,15 @@ impl<B> MeteredBody<B> {
             tap: UsageTap::new(kind),
             meter,
             status,
+            strip: None,
+            ended: false,
         }
+    }
+
+    /// Removes the usage chunk the gateway asked for (the client did not) from an SSE body.
+    pub fn strip_usage_chunk(mut self) -> Self {
+        self.strip = Some(crate::limits::sse::UsageChunkFilter::default());
+        self
     }
 }
 
@@ -171,47 +246,82 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let mut this = self.project();
-        match this.inner.as_mut().poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    this.tap.feed(data);
+        if *this.ended {
+            return Poll::Ready(None);
+        }
+        loop {
+            return match this.inner.as_mut().poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(data) = frame.data_ref() {
+                        this.tap.feed(data);
+                    }
+                    let end = this.inner.is_end_stream();
+                    if end {
+                        let usage = this.tap.finish();
+                        this.meter.finish(*this.status, usage, None);
+                    } else {
+                        let deadline = Instant::now() + *this.idle_timeout;
+                        this.idle.as_mut().reset(deadline);
+                    }
+                    let frame = match this.strip.as_mut() {
+                        None => frame,
+                        Some(f) => match frame.into_data() {
+                            Ok(data) => {
+                                let mut out = f.filter(&data);
+                                if end {
+                                    let rest = f.finish();
+                                    if !rest.is_empty() {
+                                        out = [out, rest].concat().into();
+                                    }
+                                }
+                                if out.is_empty() && !end {
+                                    continue;
+                                }
+                                Frame::data(out)
+                            }
+                            Err(frame) => frame,
+                        },
+                    };
+                    Poll::Ready(Some(Ok(frame)))
                 }
-                if this.inner.is_end_stream() {
+                Poll::Ready(Some(Err(e))) => {
+                    let usage = this.tap.finish();
+                    this.meter
+                        .finish(502, usage, Some("upstream_broken_stream"));
+                    Poll::Ready(Some(Err(e.into())))
+                }
+                Poll::Ready(None) => {
                     let usage = this.tap.finish();
                     this.meter.finish(*this.status, usage, None);
-                } else {
-                    let deadline = Instant::now() + *this.idle_timeout;
-                    this.idle.as_mut().reset(deadline);
+                    if let Some(rest) = this.strip.as_mut().map(|f| f.finish())
+                        && !rest.is_empty()
+                    {
+                        *this.ended = true;
+                        return Poll::Ready(Some(Ok(Frame::data(rest))));
+                    }
+                    Poll::Ready(None)
                 }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                let usage = this.tap.finish();
-                this.meter
-                    .finish(502, usage, Some("upstream_broken_stream"));
-                Poll::Ready(Some(Err(e.into())))
-            }
-            Poll::Ready(None) => {
-                let usage = this.tap.finish();
-                this.meter.finish(*this.status, usage, None);
-                Poll::Ready(None)
-            }
-            Poll::Pending => {
-                if this.idle.poll(cx).is_ready() {
-                    let usage = this.tap.finish();
-                    this.meter.finish(504, usage, Some("upstream_timeout"));
-                    return Poll::Ready(Some(Err(Box::new(IdleTimeout))));
+                Poll::Pending => {
+                    if this.idle.poll(cx).is_ready() {
+                        let usage = this.tap.finish();
+                        this.meter.finish(504, usage, Some("upstream_timeout"));
+                        return Poll::Ready(Some(Err(Box::new(IdleTimeout))));
+                    }
+                    Poll::Pending
                 }
-                Poll::Pending
-            }
+            };
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.ended || (self.strip.is_none() && self.inner.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        if self.strip.is_some() {
+            SizeHint::default()
+        } else {
+            self.inner.size_hint()
+        }
     }
 }

@@ -17,6 +17,8 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::OpenApi;
 
+pub mod limits;
+
 use crate::AppState;
 use crate::authn::{Admin, AdminRole, keys};
 use crate::clock::{parse_time, rfc3339};
@@ -33,6 +35,15 @@ pub fn router() -> Router<AppState> {
         )
         .route("/keys/{id}/rotate", post(rotate_key))
         .route("/usage", get(usage))
+        .route("/budgets", get(limits::budgets))
+        .route("/teams", get(limits::list_teams))
+        .route(
+            "/teams/{id}",
+            get(limits::get_team)
+                .patch(limits::patch_team)
+                .delete(limits::delete_team),
+        )
+        .route("/limits", get(limits::stats))
         .route("/users", get(list_users))
         .route("/users/{id}", get(get_user).patch(update_user))
         .route("/audit", get(audit))
@@ -49,8 +60,8 @@ pub fn router() -> Router<AppState> {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Portcullis admin API", description = "Manage gateway keys and users, read usage and the audit log. Every route needs an admin credential as `Authorization: Bearer <credential>`: the master key, a gateway key created with an `admin_role`, or an identity token whose roles map through `admin.roles`. Roles: `admin` (everything), `team_admin` (keys, users and usage of its own team), `viewer` (read usage and audit)."),
-    paths(create_key, list_keys, get_key, update_key, revoke_key, rotate_key, usage, list_users, get_user, update_user, audit, reload, explain, crate::authz::ownership::admin::list_resources, openapi),
-    components(schemas(crate::authz::ownership::admin::ResourceList, crate::store::ResourceRecord, ExplainRequest, crate::authz::explain::Explanation, crate::authz::explain::Stage, crate::reload::ReloadReport, UserList, PatchUser, AuditList, UserRecord, AuditEvent, CreateKey, PatchKey, RotateKey, KeyView, CreatedKey, KeyList, UsageList, UsageRow, UsageGroup)),
+    paths(create_key, list_keys, get_key, update_key, revoke_key, rotate_key, usage, list_users, get_user, update_user, audit, reload, explain, crate::authz::ownership::admin::list_resources, openapi, limits::budgets, limits::stats, limits::list_teams, limits::get_team, limits::patch_team, limits::delete_team),
+    components(schemas(crate::authz::ownership::admin::ResourceList, crate::store::ResourceRecord, ExplainRequest, crate::authz::explain::Explanation, crate::authz::explain::Stage, crate::reload::ReloadReport, UserList, PatchUser, AuditList, UserRecord, AuditEvent, CreateKey, PatchKey, RotateKey, KeyView, CreatedKey, KeyList, UsageList, UsageRow, UsageGroup, limits::BudgetList, limits::BudgetView, limits::LimiterStats, crate::limits::config::BudgetPeriod, crate::limits::config::LimitSet, crate::limits::config::OwnBudget, limits::TeamView, limits::TeamList, limits::PatchOwn)),
     modifiers(&MasterKeyAuth),
     security(("master_key" = []))
 )]
@@ -118,6 +129,10 @@ pub struct CreateKey {
     /// client key: it opens the admin API with that role and never calls models.
     /// Only an `admin` may set it; a `team_admin` key needs a `team`.
     pub admin_role: Option<AdminRole>,
+    /// The key's own limits (replacing the units of `limits.defaults.key` it sets).
+    pub limits: Option<crate::limits::config::LimitSet>,
+    /// The key's own budget.
+    pub budget: Option<crate::limits::config::OwnBudget>,
 }
 
 /// Body of `PATCH /admin/keys/{id}`: absent fields stay, `null` clears.
@@ -156,6 +171,14 @@ pub struct PatchKey {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<AdminRole>)]
     pub admin_role: Option<Option<AdminRole>>,
+    /// The key's own limits (replace; `null` removes).
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<crate::limits::config::LimitSet>)]
+    pub limits: Option<Option<crate::limits::config::LimitSet>>,
+    /// The key's own budget (replace; `null` removes).
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<crate::limits::config::OwnBudget>)]
+    pub budget: Option<Option<crate::limits::config::OwnBudget>>,
 }
 
 /// Body of `POST /admin/keys/{id}/rotate`.
@@ -199,6 +222,12 @@ pub struct KeyView {
     pub rotated_from: Option<String>,
     /// `admin`, `team_admin` or `viewer` for an admin key; absent for a client key.
     pub admin_role: Option<String>,
+    /// The key's own limits, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<crate::limits::config::LimitSet>,
+    /// The key's own budget, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<crate::limits::config::OwnBudget>,
 }
 
 /// The create/rotate answer: the only time the key is shown.
@@ -250,11 +279,14 @@ fn view(k: &ApiKeyRecord, now_ms: i64) -> KeyView {
         metadata: k.metadata.clone(),
         rotated_from: k.rotated_from.clone(),
         admin_role: k.admin_role.clone(),
+        limits: None,
+        budget: None,
     }
 }
 
-fn view_json(k: &ApiKeyRecord, now_ms: i64) -> serde_json::Value {
-    serde_json::to_value(view(k, now_ms)).unwrap_or_default()
+/// A key as the admin API shows it (with its own limits), for the audit log.
+fn view_json(state: &AppState, k: &ApiKeyRecord, now_ms: i64) -> serde_json::Value {
+    serde_json::to_value(limits::key_view(state, view(k, now_ms))).unwrap_or_default()
 }
 
 /// True when `admin` may see key `k`: a team admin sees its own team's client keys only.
@@ -428,6 +460,7 @@ pub async fn create_key(
     }
     check_lists(req.models.as_ref(), req.endpoints.as_ref())?;
     check_metadata(req.metadata.as_ref())?;
+    let own = limits::checked_own(req.limits, req.budget)?;
     let now = state.clock.now_ms();
     let (id, key) = keys::generate();
     let record = ApiKeyRecord {
@@ -448,17 +481,25 @@ pub async fn create_key(
     check_role_team(&record)?;
     state.store.insert_key(&record).await.map_err(store_err)?;
     state.authn.invalidate(&record.id);
+    if own != crate::limits::config::OwnLimits::default() {
+        limits::set_own(&state, &format!("key:{}", record.id), own).await?;
+    }
     tracing::info!(key_id = %record.id, actor = admin.actor(), "key created");
+    let shown = limits::key_view(&state, view(&record, now));
     audit_change(
         &state,
         &admin,
         "key_created",
         format!("key:{}", record.id),
         None,
-        Some(view_json(&record, now)),
+        serde_json::to_value(&shown).ok(),
     )
     .await;
-    Ok(created(key, &record, now))
+    let body = CreatedKey {
+        key: key.expose().to_owned(),
+        view: shown,
+    };
+    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -534,7 +575,7 @@ pub async fn get_key(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let k = visible_key(&state, &admin, &id).await?;
-    Ok(axum::Json(view(&k, state.clock.now_ms())).into_response())
+    Ok(axum::Json(limits::key_view(&state, view(&k, state.clock.now_ms()))).into_response())
 }
 
 /// Changes a key's attributes; takes effect on the next request.
@@ -548,6 +589,7 @@ pub async fn update_key(
 ) -> Result<Response, ApiError> {
     let req: PatchKey = parse_body(&body)?;
     let before = visible_key(&state, &admin, &id).await?;
+    let before_json = view_json(&state, &before, state.clock.now_ms());
     check_team_admin_write(
         &admin,
         req.team.as_ref().map(Option::as_deref),
@@ -558,6 +600,7 @@ pub async fn update_key(
         req.endpoints.as_ref().and_then(Option::as_ref),
     )?;
     check_metadata(req.metadata.as_ref().and_then(Option::as_ref))?;
+    let own_patch = (req.limits, req.budget);
     let patch = KeyPatch {
         name: req.name,
         user: req.user,
@@ -583,18 +626,20 @@ pub async fn update_key(
         .map_err(store_err)?
         .ok_or(ApiError::NotFound)?;
     state.authn.invalidate(&id);
+    limits::patch_own(&state, &format!("key:{id}"), own_patch).await?;
     tracing::info!(key_id = %id, actor = admin.actor(), "key updated");
     let now = state.clock.now_ms();
+    let after = limits::key_view(&state, view(&k, now));
     audit_change(
         &state,
         &admin,
         "key_updated",
         format!("key:{id}"),
-        Some(view_json(&before, now)),
-        Some(view_json(&k, now)),
+        Some(before_json),
+        serde_json::to_value(&after).ok(),
     )
     .await;
-    Ok(axum::Json(view(&k, now)).into_response())
+    Ok(axum::Json(after).into_response())
 }
 
 /// Revokes a key; the very next request with it gets 401.
@@ -622,8 +667,8 @@ pub async fn revoke_key(
             &admin,
             "key_revoked",
             format!("key:{id}"),
-            Some(view_json(&before, now)),
-            Some(view_json(&k, now)),
+            Some(view_json(&state, &before, now)),
+            Some(view_json(&state, &k, now)),
         )
         .await;
     }
@@ -672,10 +717,10 @@ pub async fn rotate_key(
         &admin,
         "key_rotated",
         format!("key:{id}"),
-        Some(view_json(&old, now)),
+        Some(view_json(&state, &old, now)),
         Some(serde_json::json!({
-            "old": after.map(|k| view_json(&k, now)),
-            "new": view_json(&record, now),
+            "old": after.map(|k| view_json(&state, &k, now)),
+            "new": view_json(&state, &record, now),
         })),
     )
     .await;
@@ -691,7 +736,7 @@ struct UsageQuery {
 
 /// Usage summed by key, user, team, model, provider or endpoint over `[since, until)`.
 #[utoipa::path(get, path = "/admin/usage",
-    params(("group_by" = Option<UsageGroup>, Query, description = "key (default), user, team, model, provider or endpoint"),
+    params(("group_by" = Option<UsageGroup>, Query, description = "key (default), user, team, model, provider, endpoint or day (UTC)"),
            ("since" = Option<String>, Query, description = "RFC 3339 or Unix seconds, inclusive"),
            ("until" = Option<String>, Query, description = "RFC 3339 or Unix seconds, exclusive")),
     responses((status = 200, body = UsageList), (status = 400)))]
@@ -731,6 +776,14 @@ pub struct UserList {
 pub struct PatchUser {
     /// A disabled user gets 403 even with a valid token.
     pub disabled: Option<bool>,
+    /// The user's own limits (replacing the units of `limits.defaults.user` it sets; `null` removes).
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<crate::limits::config::LimitSet>)]
+    pub limits: Option<Option<crate::limits::config::LimitSet>>,
+    /// The user's own budget (`null` removes).
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<crate::limits::config::OwnBudget>)]
+    pub budget: Option<Option<crate::limits::config::OwnBudget>>,
 }
 
 /// Users seen through identity-provider tokens.
@@ -780,6 +833,12 @@ pub async fn update_user(
 ) -> Result<Response, ApiError> {
     let req: PatchUser = parse_body(&body)?;
     let before = visible_user(&state, &admin, &id).await?;
+    let before_json = serde_json::to_value(limits::UserView {
+        own: state.limits.own(&format!("user:{id}")),
+        user: before.clone(),
+    })
+    .ok();
+    let own_patch = (req.limits, req.budget);
     let u = match req.disabled {
         Some(d) => state
             .store
@@ -790,19 +849,25 @@ pub async fn update_user(
     }
     .ok_or(ApiError::NotFound)?;
     state.authn.invalidate_user(&id);
+    limits::patch_own(&state, &format!("user:{id}"), own_patch).await?;
     tracing::info!(user = %id, disabled = u.disabled, actor = admin.actor(), "user updated");
-    if u.disabled != before.disabled {
+    let after = limits::UserView {
+        own: state.limits.own(&format!("user:{id}")),
+        user: u,
+    };
+    let after_json = serde_json::to_value(&after).ok();
+    if after_json != before_json {
         audit_change(
             &state,
             &admin,
             "user_updated",
             format!("user:{id}"),
-            serde_json::to_value(&before).ok(),
-            serde_json::to_value(&u).ok(),
+            before_json,
+            after_json,
         )
         .await;
     }
-    Ok(axum::Json(u).into_response())
+    Ok(axum::Json(after).into_response())
 }
 
 /// A user the admin may see (a team admin: its own team's), else 404.

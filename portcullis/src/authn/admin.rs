@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `admin` | every admin route |
 //! | `team_admin` | keys, users and usage of their own team only (anything else of another team answers 404) |
-//! | `viewer` | read usage and the audit log |
+//! | `viewer` | read usage, budgets and the audit log |
 //!
 //! Credentials that carry a role: the master key (`admin`), gateway keys
 //! created with an `admin_role`, and identity-provider tokens whose roles map
@@ -186,7 +186,7 @@ pub fn access(method: &Method, path: &str) -> Access {
     match first {
         "openapi.json" if read => Access::Any,
         "usage" if read => Access::Any,
-        "audit" if read => Access::Read,
+        "audit" | "budgets" if read => Access::Read,
         "keys" | "users" => Access::Team,
         _ => Access::AdminOnly,
     }
@@ -260,6 +260,10 @@ mod tests {
             (Method::POST, "/admin/reload", &[Admin]),
             (Method::POST, "/admin/explain", &[Admin]),
             (Method::GET, "/admin/resources", &[Admin]),
+            (Method::GET, "/admin/budgets", &[Admin, Viewer]),
+            (Method::GET, "/admin/teams", &[Admin]),
+            (Method::PATCH, "/admin/teams/red", &[Admin]),
+            (Method::GET, "/admin/limits", &[Admin]),
             (Method::POST, "/admin/usage", &[Admin]),
             (Method::GET, "/admin/something-new", &[Admin]),
         ];

@@ -88,6 +88,11 @@ impl Permit {
     pub fn body(&self) -> &Bytes {
         &self.body
     }
+    /// Replaces the body sent upstream (limits add `default_max_tokens` and
+    /// ask for stream usage; the model and endpoint were decided on the original).
+    pub(crate) fn set_body(&mut self, body: Bytes) {
+        self.body = body;
+    }
 }
 
 /// What authorization learnt before refusing: for the ledger.

@@ -47,7 +47,8 @@ pub enum Subject {
 }
 
 impl Subject {
-    fn parse(s: &str) -> Result<Subject, String> {
+    /// Parses `*` or `kind:glob`.
+    pub fn parse(s: &str) -> Result<Subject, String> {
         if s == "*" {
             return Ok(Subject::Any);
         }

@@ -1,8 +1,8 @@
 //! The proxy handler: the whole pipeline on one screen.
 //!
 //! ```text
-//! authn (layer) ─► authz::authorize ─► ownership::guard ─► forward ─► ownership::record ─► MeteredBody (accounting)
-//!                                      └─ own list ─► answered from the store
+//! authn (layer) ─► authz::authorize ─► ownership::guard ─► limits::admit ─► forward ─► ownership::record ─► MeteredBody (accounting)
+//!                                      └─ own list ─► answered from the store   (Reservation → Meter, settled when it finishes)
 //! ```
 
 pub mod ssrf;
@@ -26,6 +26,7 @@ use crate::authn::Principal;
 use crate::authz::ownership::{self, Plan};
 use crate::authz::{self, Permit, RouteFacts, RouteRequest, Surface};
 use crate::error::{ApiError, error_body};
+use crate::limits::{self, estimate};
 
 /// `/v1/*` and `/providers/{name}/*`: authorize, forward, meter.
 pub async fn handle(
@@ -43,11 +44,11 @@ pub async fn handle(
         &principal,
     );
     let mut facts = RouteFacts::default();
-    let result = pipeline(&state, principal, &parts, body, &mut facts).await;
+    let result = pipeline(&state, principal, &parts, body, &mut facts, &mut meter).await;
     meter.route(facts);
     match result {
-        Ok(Outcome::Forwarded(permit, plan, upstream)) => {
-            respond(&state, &permit, &plan, upstream, meter).await
+        Ok(Outcome::Forwarded(permit, plan, upstream, admitted)) => {
+            respond(&state, &permit, &plan, upstream, meter, admitted).await
         }
         Ok(Outcome::Answered(resp)) => {
             meter.first_byte();
@@ -67,8 +68,20 @@ pub async fn handle(
 /// Built once per request and matched at once, so its size does not matter.
 #[allow(clippy::large_enum_variant)]
 enum Outcome {
-    Forwarded(Permit, Plan, hyper::Response<hyper::body::Incoming>),
+    Forwarded(
+        Permit,
+        Plan,
+        hyper::Response<hyper::body::Incoming>,
+        Admitted,
+    ),
     Answered(Response),
+}
+
+/// What admission decided for the response: rate headers, and whether to
+/// strip the usage chunk the gateway asked for.
+struct Admitted {
+    headers: limits::RateHeaders,
+    strip_usage_chunk: bool,
 }
 
 async fn pipeline(
@@ -77,6 +90,7 @@ async fn pipeline(
     parts: &Parts,
     body: Body,
     facts: &mut RouteFacts,
+    meter: &mut Meter,
 ) -> Result<Outcome, ApiError> {
     let surface = surface_of(parts.uri.path())?;
     let body = read_body(body, &parts.headers, state.config.max_body_bytes).await?;
@@ -97,8 +111,51 @@ async fn pipeline(
         let answer = ownership::list::answer(state, &permit, parts, list).await?;
         return Ok(Outcome::Answered(answer));
     }
+    let admitted = admit(state, &mut permit, content_type, facts, meter).await?;
     let upstream = forward(state, parts, &permit).await?;
-    Ok(Outcome::Forwarded(permit, plan, upstream))
+    Ok(Outcome::Forwarded(permit, plan, upstream, admitted))
+}
+
+/// Limits: estimates the request, adds what the body lacks, reserves against
+/// every limit and budget that covers it, and hands the reservation to the
+/// meter (so a client that leaves from here on is charged it).
+async fn admit(
+    state: &AppState,
+    permit: &mut Permit,
+    content_type: Option<&str>,
+    facts: &RouteFacts,
+    meter: &mut Meter,
+) -> Result<Admitted, ApiError> {
+    let lim = &state.limits;
+    let price = permit
+        .model()
+        .and_then(|m| lim.price(&permit.provider().name, m));
+    let mut estimate = limits::Estimate::default();
+    let mut strip_usage_chunk = false;
+    if lim.active() || lim.default_max_tokens().is_some() || estimate::may_stream(permit.body()) {
+        let found = estimate::inspect(
+            permit.group(),
+            permit.provider().kind,
+            content_type,
+            permit.body(),
+            lim.default_max_tokens(),
+            limits::config::FALLBACK_RESERVED_OUTPUT,
+        );
+        estimate = found.estimate;
+        strip_usage_chunk = found.strip_usage_chunk;
+        if let Some(body) = found.body {
+            permit.set_body(body);
+        }
+    }
+    let reservation = lim.admit(permit, estimate, price).await?;
+    let headers = reservation.headers;
+    meter.route(facts.clone());
+    meter.price(price);
+    meter.reserve(reservation);
+    Ok(Admitted {
+        headers,
+        strip_usage_chunk,
+    })
 }
 
 /// Splits a raw path into its surface; nothing here decodes.
@@ -172,6 +229,7 @@ async fn respond(
     plan: &Plan,
     upstream: hyper::Response<hyper::body::Incoming>,
     mut meter: Meter,
+    admitted: Admitted,
 ) -> Response {
     meter.first_byte();
     let (parts, body) = upstream.into_parts();
@@ -192,11 +250,40 @@ async fn respond(
             return e.into_response();
         }
     };
-    let body = MeteredBody::new(body, kind, meter, status.as_u16(), idle);
+    meter.answered();
+    let mut body = MeteredBody::new(body, kind, meter, status.as_u16(), idle);
+    let strip = admitted.strip_usage_chunk && kind == TapKind::Sse;
+    if strip {
+        body = body.strip_usage_chunk();
+    }
     let mut resp = Response::new(Body::new(body));
     *resp.status_mut() = status;
     upstream::forward_response_headers(&parts.headers, resp.headers_mut());
+    if strip {
+        resp.headers_mut().remove(header::CONTENT_LENGTH);
+    }
+    rate_headers(&admitted.headers, resp.headers_mut());
     resp
+}
+
+/// OpenAI's `x-ratelimit-*` headers for the tightest applicable limits (they
+/// replace any the provider sent about the gateway's own account).
+fn rate_headers(h: &limits::RateHeaders, out: &mut http::HeaderMap) {
+    for (kind, v) in [("requests", h.requests), ("tokens", h.tokens)] {
+        let Some(v) = v else { continue };
+        for (name, value) in [
+            ("limit", v.limit.to_string()),
+            ("remaining", v.remaining.to_string()),
+            ("reset", limits::reset_text(v.reset_ms)),
+        ] {
+            if let (Ok(n), Ok(val)) = (
+                http::HeaderName::try_from(format!("x-ratelimit-{name}-{kind}")),
+                HeaderValue::from_str(&value),
+            ) {
+                out.insert(n, val);
+            }
+        }
+    }
 }
 
 /// Upstream error bodies are small: read them (bounded), pass the provider's

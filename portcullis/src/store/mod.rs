@@ -141,6 +141,9 @@ pub struct UsageRecord {
     pub ttfb_ms: Option<u64>,
     /// Error code for refusals and failures.
     pub error_code: Option<String>,
+    /// What the request cost in micro-dollars (`None`: no price known).
+    #[serde(default)]
+    pub cost_micros: Option<i64>,
 }
 
 /// What `GET /admin/usage` groups by.
@@ -159,11 +162,14 @@ pub enum UsageGroup {
     Provider,
     /// Endpoint group.
     Endpoint,
+    /// UTC day (`YYYY-MM-DD`) of the request's arrival.
+    Day,
 }
 
 impl UsageGroup {
     fn column(self) -> &'static str {
         match self {
+            UsageGroup::Day => "strftime('%Y-%m-%d', ts / 1000, 'unixepoch')",
             UsageGroup::Key => "key_id",
             UsageGroup::User => "user_id",
             UsageGroup::Team => "team_id",
@@ -187,6 +193,10 @@ pub struct UsageRow {
     pub completion_tokens: i64,
     /// Requests answered with a status of 400 or more.
     pub errors: i64,
+    /// Cost in micro-dollars.
+    pub cost_micros: i64,
+    /// Cost in US dollars, as a decimal string.
+    pub cost_usd: String,
 }
 
 /// A user known to the gateway (first seen through an identity-provider token).
@@ -289,6 +299,17 @@ pub struct ResourceQuery {
     pub limit: usize,
 }
 
+/// Own limits and a budget of a key, user or team (JSON as the admin API takes them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitOverrideRecord {
+    /// `key:<id>`, `user:<id>` or `team:<id>`.
+    pub subject: String,
+    /// JSON of a `LimitSet`, if any.
+    pub limits: Option<String>,
+    /// JSON of an own budget, if any.
+    pub budget: Option<String>,
+}
+
 /// Everything the gateway persists.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -386,6 +407,17 @@ pub trait Store: Send + Sync + 'static {
         &self,
         query: &ResourceQuery,
     ) -> Result<Vec<ResourceRecord>, StoreError>;
+    /// Spend in micro-dollars of a budget bucket (`team:<id>`, `user:<id>`,
+    /// `key:<id>` or `anonymous`) in requests that arrived at or after `since_ms`.
+    async fn spend_since(&self, bucket: &str, since_ms: i64) -> Result<i64, StoreError>;
+    /// Every stored own limit and budget.
+    async fn list_limit_overrides(&self) -> Result<Vec<LimitOverrideRecord>, StoreError>;
+    /// Stores (or, with neither limits nor budget, removes) one subject's own limits and budget.
+    async fn put_limit_override(
+        &self,
+        record: &LimitOverrideRecord,
+        at_ms: i64,
+    ) -> Result<(), StoreError>;
     /// Ledger records of one request id (for operators and tests).
     async fn usage_by_request(&self, request_id: &str) -> Result<Vec<UsageRecord>, StoreError>;
 }

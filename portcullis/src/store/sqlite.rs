@@ -273,10 +273,10 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        // 15 columns; SQLite allows 32766 bound parameters, so 1000 rows a statement.
+        // 16 columns; SQLite allows 32766 bound parameters, so 1000 rows a statement.
         for chunk in records.chunks(1000) {
             let mut qb = sqlx::QueryBuilder::new(
-                "INSERT INTO usage_records (ts, request_id, key_id, user_id, team_id, provider, model, endpoint, method, status, prompt_tokens, completion_tokens, latency_ms, ttfb_ms, error_code) ",
+                "INSERT INTO usage_records (ts, request_id, key_id, user_id, team_id, provider, model, endpoint, method, status, prompt_tokens, completion_tokens, latency_ms, ttfb_ms, error_code, cost_micros) ",
             );
             qb.push_values(chunk, |mut b, r| {
                 b.push_bind(r.ts)
@@ -293,7 +293,8 @@ impl Store for SqliteStore {
                     .push_bind(r.completion_tokens.map(u64_to_i64))
                     .push_bind(u64_to_i64(r.latency_ms))
                     .push_bind(r.ttfb_ms.map(u64_to_i64))
-                    .push_bind(&r.error_code);
+                    .push_bind(&r.error_code)
+                    .push_bind(r.cost_micros);
             });
             qb.build().execute(&mut *tx).await.map_err(unavailable)?;
         }
@@ -310,8 +311,9 @@ impl Store for SqliteStore {
         let col = group.column();
         let sql = format!(
             "SELECT {col} AS grp, COUNT(*) AS requests, COALESCE(SUM(prompt_tokens), 0) AS pt, \
-             COALESCE(SUM(completion_tokens), 0) AS ct, COALESCE(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0) AS errs \
-             FROM usage_records WHERE ts >= ?1 AND ts < ?2 AND (?3 IS NULL OR team_id = ?3) GROUP BY {col} ORDER BY {col}"
+             COALESCE(SUM(completion_tokens), 0) AS ct, COALESCE(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0) AS errs, \
+             COALESCE(SUM(cost_micros), 0) AS cost \
+             FROM usage_records WHERE ts >= ?1 AND ts < ?2 AND (?3 IS NULL OR team_id = ?3) GROUP BY grp ORDER BY grp"
         );
         let rows = sqlx::query(&sql)
             .bind(since.unwrap_or(i64::MIN))
@@ -329,6 +331,8 @@ impl Store for SqliteStore {
                     prompt_tokens: r.try_get("pt").map_err(c)?,
                     completion_tokens: r.try_get("ct").map_err(c)?,
                     errors: r.try_get("errs").map_err(c)?,
+                    cost_micros: r.try_get("cost").map_err(c)?,
+                    cost_usd: crate::limits::config::usd(r.try_get("cost").map_err(c)?),
                 })
             })
             .collect()
@@ -496,10 +500,74 @@ impl Store for SqliteStore {
         super::resources::list(&self.pool, query).await
     }
 
+    async fn list_limit_overrides(&self) -> Result<Vec<super::LimitOverrideRecord>, StoreError> {
+        let rows =
+            sqlx::query("SELECT subject, limits, budget FROM limit_overrides ORDER BY subject")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                let c = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+                Ok(super::LimitOverrideRecord {
+                    subject: r.try_get("subject").map_err(c)?,
+                    limits: r.try_get("limits").map_err(c)?,
+                    budget: r.try_get("budget").map_err(c)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn put_limit_override(
+        &self,
+        record: &super::LimitOverrideRecord,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        if record.limits.is_none() && record.budget.is_none() {
+            sqlx::query("DELETE FROM limit_overrides WHERE subject = ?")
+                .bind(&record.subject)
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO limit_overrides (subject, limits, budget, updated_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (subject) DO UPDATE SET limits = excluded.limits, budget = excluded.budget, updated_at = excluded.updated_at",
+        )
+        .bind(&record.subject)
+        .bind(&record.limits)
+        .bind(&record.budget)
+        .bind(at_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn spend_since(&self, bucket: &str, since_ms: i64) -> Result<i64, StoreError> {
+        let (sql, value) = match bucket.split_once(':') {
+            Some(("team", v)) => ("team_id = ?", v),
+            Some(("user", v)) => ("user_id = ?", v),
+            Some(("key", v)) => ("key_id = ?", v),
+            _ => ("key_id IS NULL AND user_id IS NULL AND ? = ''", ""),
+        };
+        let row = sqlx::query(&format!(
+            "SELECT COALESCE(SUM(cost_micros), 0) AS spent FROM usage_records WHERE ts >= ? AND {sql}"
+        ))
+        .bind(since_ms)
+        .bind(value)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        row.try_get("spent")
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
     async fn usage_by_request(&self, request_id: &str) -> Result<Vec<UsageRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT ts, request_id, key_id, user_id, team_id, provider, model, endpoint, method, status, \
-             prompt_tokens, completion_tokens, latency_ms, ttfb_ms, error_code FROM usage_records WHERE request_id = ? ORDER BY id",
+             prompt_tokens, completion_tokens, latency_ms, ttfb_ms, error_code, cost_micros FROM usage_records WHERE request_id = ? ORDER BY id",
         )
         .bind(request_id)
         .fetch_all(&self.pool)
@@ -527,6 +595,7 @@ impl Store for SqliteStore {
                     latency_ms: u64::try_from(latency).unwrap_or(0),
                     ttfb_ms: opt_u64(r.try_get("ttfb_ms").map_err(c)?),
                     error_code: r.try_get("error_code").map_err(c)?,
+                    cost_micros: r.try_get("cost_micros").map_err(c)?,
                 })
             })
             .collect()

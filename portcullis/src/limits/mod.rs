@@ -1,0 +1,875 @@
+//! Limits: request rates, token limits, concurrency caps and budgets.
+//!
+//! ```text
+//! Permit + Estimate ─► Limiter::admit ─► Reservation (#[must_use]) ─► … ─► Reservation::settle / drop
+//! ```
+//!
+//! - Request rates are GCRA buckets ([`gcra`]): exact `Retry-After`, no double burst.
+//! - Token limits are GCRA buckets too, charged the estimate up front and
+//!   settled with the reported usage (refund, or debt beyond the estimate).
+//! - Concurrency caps are counters; the [`Reservation`] holds a slot until it
+//!   is settled or dropped (completion, error, client disconnect).
+//! - Budgets reserve the estimated cost under one lock per budget and subject
+//!   and settle the real cost, in integer micro-dollars ([`budget`]).
+//!
+//! All state is in memory, in caches bounded by `limits.max_tracked_subjects`
+//! entries per unit and expired after a period of idleness, so a spray of
+//! distinct principals cannot grow memory without bound. Time comes from
+//! [`crate::clock`]. Budget spend is rebuilt from the usage ledger (its cost
+//! column) the first time a subject is seen in a period.
+
+pub mod budget;
+pub mod config;
+pub mod estimate;
+pub mod gcra;
+pub mod sse;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use moka::sync::Cache;
+
+use self::budget::BudgetState;
+use self::config::{BudgetConfig, LimitSet, Price, Pricing, RatePeriod, Unit};
+pub use self::estimate::Estimate;
+use self::gcra::{Gcra, Spec, Take};
+use crate::authn::Principal;
+use crate::authz::Permit;
+use crate::authz::glob;
+use crate::authz::rules::Subject;
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::store::SharedStore;
+
+/// Endpoint groups whose requests carry token usage or a price: token limits and budgets apply to them.
+pub const BILLABLE_GROUPS: &[&str] = &[
+    "chat",
+    "completions",
+    "responses",
+    "embeddings",
+    "images",
+    "audio",
+];
+
+/// Which limit refused a request, for the message and the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Where it is configured, e.g. `limits.defaults.user.requests_per_minute`.
+    pub limit: String,
+    /// Whose bucket, e.g. `user:alice`.
+    pub subject: String,
+    /// What the limit is, e.g. `60 requests per minute`.
+    pub what: String,
+    /// How long until the same request would fit.
+    pub retry_after: Duration,
+}
+
+type Bucket = Arc<Mutex<Gcra>>;
+
+fn lock(b: &Bucket) -> std::sync::MutexGuard<'_, Gcra> {
+    b.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The values of the `x-ratelimit-*` headers of one kind (`requests` or `tokens`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateHeader {
+    /// The limit.
+    pub limit: u64,
+    /// What is left after this request.
+    pub remaining: u64,
+    /// Milliseconds until the bucket is full again.
+    pub reset_ms: i64,
+}
+
+impl RateHeader {
+    fn tighter(self, other: Option<RateHeader>) -> RateHeader {
+        match other {
+            // remaining/limit smaller is tighter: compare cross-multiplied.
+            Some(o)
+                if u128::from(o.remaining) * u128::from(self.limit)
+                    <= u128::from(self.remaining) * u128::from(o.limit) =>
+            {
+                o
+            }
+            _ => self,
+        }
+    }
+}
+
+/// Counters of what the limiter did (exposed at `GET /admin/limits`).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Requests refused by a rate, token or concurrency limit.
+    pub rate_limited: AtomicU64,
+    /// Requests refused by an exhausted budget.
+    pub budget_exhausted: AtomicU64,
+    /// Successful requests whose provider reported no usage: charged their reservation.
+    pub usage_unreported: AtomicU64,
+}
+
+/// A subject's own limits and budget, with the budget ready to apply.
+struct Own {
+    limits: config::OwnLimits,
+    budget: Option<Arc<BudgetConfig>>,
+}
+
+struct Shared {
+    overrides: std::sync::RwLock<std::collections::HashMap<String, Arc<Own>>>,
+    has_overrides: std::sync::atomic::AtomicBool,
+    limits: config::LimitsConfig,
+    budgets: Vec<Arc<BudgetConfig>>,
+    pricing: Pricing,
+    rates: [Cache<Arc<str>, Bucket>; 5],
+    concurrency: Cache<Arc<str>, Arc<AtomicU64>>,
+    budget_states: Cache<Arc<str>, Arc<BudgetState>>,
+    store: SharedStore,
+    clock: SharedClock,
+    http: Option<reqwest::Client>,
+    counters: Counters,
+}
+
+/// The limiter: cheap to clone.
+#[derive(Clone)]
+pub struct Limiter(Arc<Shared>);
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter")
+            .field("rules", &self.0.limits.rules.len())
+            .field("budgets", &self.0.budgets.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn period_index(p: RatePeriod) -> usize {
+    match p {
+        RatePeriod::Second => 0,
+        RatePeriod::Minute => 1,
+        RatePeriod::Hour => 2,
+        RatePeriod::Day => 3,
+        RatePeriod::Month => 4,
+    }
+}
+
+/// The bucket a matched subject pattern stands for: per team, per user, per
+/// key; role, issuer and `*` patterns count per user (else per key).
+pub fn bucket_of(subject: &Subject, p: &Principal) -> String {
+    if let (Subject::Team(_), Some(t)) = (subject, p.team()) {
+        return format!("team:{t}");
+    }
+    if let (Subject::Key(_), Some(k)) = (subject, p.key_id()) {
+        return format!("key:{k}");
+    }
+    match (p.user(), p.key_id()) {
+        (Some(u), _) => format!("user:{u}"),
+        (None, Some(k)) => format!("key:{k}"),
+        (None, None) => "anonymous".to_owned(),
+    }
+}
+
+/// A reset time in OpenAI's style: `20ms`, `1.5s`, `6m0s`, `1h0m0s`.
+pub fn reset_text(ms: i64) -> String {
+    let ms = ms.max(0);
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let (h, m, s, frac) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+    let secs = if frac == 0 {
+        format!("{s}s")
+    } else {
+        let f = format!("{frac:03}");
+        format!("{s}.{}s", f.trim_end_matches('0'))
+    };
+    match (h, m) {
+        (0, 0) => secs,
+        (0, m) => format!("{m}m{secs}"),
+        (h, m) => format!("{h}h{m}m{secs}"),
+    }
+}
+
+fn describe(unit: Unit, limit: u64) -> String {
+    match unit {
+        Unit::Requests(p) => format!("{limit} requests per {}", p.name()),
+        Unit::Tokens(p) => format!("{limit} tokens per {}", p.name()),
+        Unit::Concurrent => format!("{limit} concurrent requests"),
+    }
+}
+
+impl Limiter {
+    /// A limiter for `config`'s `limits`, `budgets` and `pricing`.
+    pub fn new(config: &Config, store: SharedStore, clock: SharedClock) -> Limiter {
+        let cap = config.limits.max_tracked_subjects;
+        let rate = |p: RatePeriod| {
+            Cache::builder()
+                .max_capacity(cap)
+                .time_to_idle(Duration::from_millis(u64::try_from(p.ms()).unwrap_or(1)))
+                .build()
+        };
+        let http = config
+            .budgets
+            .iter()
+            .any(|b| b.webhook.is_some())
+            .then(|| {
+                reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .ok()
+            })
+            .flatten();
+        Limiter(Arc::new(Shared {
+            overrides: std::sync::RwLock::default(),
+            has_overrides: std::sync::atomic::AtomicBool::new(false),
+            limits: config.limits.clone(),
+            budgets: config.budgets.iter().cloned().map(Arc::new).collect(),
+            pricing: config.pricing.clone(),
+            rates: [
+                rate(RatePeriod::Second),
+                rate(RatePeriod::Minute),
+                rate(RatePeriod::Hour),
+                rate(RatePeriod::Day),
+                rate(RatePeriod::Month),
+            ],
+            concurrency: Cache::builder()
+                .max_capacity(cap)
+                .time_to_idle(Duration::from_secs(3600))
+                .build(),
+            budget_states: Cache::builder()
+                .max_capacity(cap)
+                .time_to_idle(Duration::from_secs(3600))
+                .build(),
+            store,
+            clock,
+            http,
+            counters: Counters::default(),
+        }))
+    }
+
+    /// True when any limit or budget is configured (or set through the admin API).
+    pub fn active(&self) -> bool {
+        !self.0.limits.is_empty()
+            || !self.0.budgets.is_empty()
+            || self.0.has_overrides.load(Ordering::Relaxed)
+    }
+
+    /// Loads the own limits and budgets stored through the admin API.
+    pub async fn load_overrides(&self) -> Result<usize, crate::store::StoreError> {
+        let rows = self.0.store.list_limit_overrides().await?;
+        let n = rows.len();
+        for r in rows {
+            fn parse<T: serde::de::DeserializeOwned>(v: Option<String>) -> Option<T> {
+                v.and_then(|t| serde_json::from_str(&t).ok())
+            }
+            let own = config::OwnLimits {
+                limits: parse(r.limits),
+                budget: parse(r.budget),
+            };
+            self.install(r.subject, own);
+        }
+        Ok(n)
+    }
+
+    fn install(&self, subject: String, own: config::OwnLimits) {
+        let mut map = self
+            .0
+            .overrides
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if own.limits.is_none() && own.budget.is_none() {
+            map.remove(&subject);
+        } else {
+            let budget = own.budget_config(&subject).map(Arc::new);
+            map.insert(
+                subject,
+                Arc::new(Own {
+                    limits: own,
+                    budget,
+                }),
+            );
+        }
+        self.0
+            .has_overrides
+            .store(!map.is_empty(), Ordering::Relaxed);
+    }
+
+    /// Stores and applies `subject`'s own limits and budget (both `None`: removes them).
+    pub async fn set_own(
+        &self,
+        subject: &str,
+        own: config::OwnLimits,
+    ) -> Result<(), crate::store::StoreError> {
+        let json = |v: Option<String>| v;
+        let record = crate::store::LimitOverrideRecord {
+            subject: subject.to_owned(),
+            limits: json(
+                own.limits
+                    .as_ref()
+                    .and_then(|l| serde_json::to_string(l).ok()),
+            ),
+            budget: json(
+                own.budget
+                    .as_ref()
+                    .and_then(|b| serde_json::to_string(b).ok()),
+            ),
+        };
+        self.0
+            .store
+            .put_limit_override(&record, self.0.clock.now_ms())
+            .await?;
+        self.install(subject.to_owned(), own);
+        Ok(())
+    }
+
+    /// `subject`'s own limits and budget (empty when it has none).
+    pub fn own(&self, subject: &str) -> config::OwnLimits {
+        self.own_arc(subject)
+            .map(|o| o.limits.clone())
+            .unwrap_or_default()
+    }
+
+    fn own_arc(&self, subject: &str) -> Option<Arc<Own>> {
+        if !self.0.has_overrides.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.0
+            .overrides
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(subject)
+            .cloned()
+    }
+
+    /// Every subject with own limits or a budget whose name starts with `prefix` (`team:`), sorted.
+    pub fn owns(&self, prefix: &str) -> Vec<(String, config::OwnLimits)> {
+        let map = self
+            .0
+            .overrides
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out: Vec<_> = map
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.limits.clone()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Own budgets, with their subjects.
+    pub fn own_budgets(&self) -> Vec<(String, Arc<BudgetConfig>)> {
+        let map = self
+            .0
+            .overrides
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.iter()
+            .filter_map(|(k, v)| v.budget.clone().map(|b| (k.clone(), b)))
+            .collect()
+    }
+
+    /// `limits.default_max_tokens`.
+    pub fn default_max_tokens(&self) -> Option<u64> {
+        self.0.limits.default_max_tokens
+    }
+
+    /// The price of a model.
+    pub fn price(&self, provider: &str, model: &str) -> Option<Price> {
+        self.0.pricing.get(provider, model)
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &Counters {
+        &self.0.counters
+    }
+
+    /// Entries tracked now, per kind (approximate; for `GET /admin/limits`).
+    pub fn tracked(&self) -> serde_json::Value {
+        let s = &self.0;
+        serde_json::json!({
+            "request_and_token_buckets": s.rates.iter().map(Cache::entry_count).sum::<u64>(),
+            "concurrency_counters": s.concurrency.entry_count(),
+            "budgets": s.budget_states.entry_count(),
+            "max_per_kind": s.limits.max_tracked_subjects,
+        })
+    }
+
+    /// The configured budgets.
+    pub fn budgets(&self) -> &[Arc<BudgetConfig>] {
+        &self.0.budgets
+    }
+
+    /// The in-memory state of one budget bucket in the period starting at `start`, if tracked.
+    pub fn budget_state(&self, label: &str, start: i64, bucket: &str) -> Option<(i64, i64)> {
+        let key: Arc<str> = Arc::from(format!("{label}|{start}|{bucket}"));
+        self.0
+            .budget_states
+            .get(&key)
+            .filter(|s| s.loaded.initialized())
+            .map(|s| s.amounts())
+    }
+
+    /// Tracked budget buckets of the budget `label` in the period starting at `start`.
+    pub fn tracked_budget_buckets(&self, label: &str, start: i64) -> Vec<String> {
+        let prefix = format!("{label}|{start}|");
+        self.0
+            .budget_states
+            .iter()
+            .filter_map(|(k, _)| k.strip_prefix(&prefix).map(str::to_owned))
+            .collect()
+    }
+
+    /// Applies every limit and budget that covers this request. On refusal
+    /// nothing stays taken.
+    pub async fn admit(
+        &self,
+        permit: &Permit,
+        est: Estimate,
+        price: Option<Price>,
+    ) -> Result<Reservation, ApiError> {
+        let s = &self.0;
+        let mut res = Reservation::empty(self.clone());
+        let billable = BILLABLE_GROUPS.contains(&permit.group());
+        if billable {
+            res.reserved_tokens = est.tokens();
+            res.reserved_cost =
+                price.map_or(0, |pr| pr.cost(est.prompt_tokens, 0, est.output_tokens));
+        }
+        if !self.active() {
+            return Ok(res);
+        }
+        let p = permit.principal();
+        let now = s.clock.now_ms();
+        let provider = permit.provider().name.as_str();
+        let model = permit.model();
+        let mut sets: Vec<(String, String, std::borrow::Cow<'_, LimitSet>)> = Vec::new();
+        let mut budgets: Vec<(Arc<BudgetConfig>, String)> = Vec::new();
+        let overrides = s.has_overrides.load(Ordering::Relaxed);
+        for (scope, kind, id, defaults) in [
+            ("limits.defaults.key", "key", p.key_id(), &s.limits.key),
+            ("limits.defaults.user", "user", p.user(), &s.limits.user),
+            ("limits.defaults.team", "team", p.team(), &s.limits.team),
+        ] {
+            let Some(id) = id else { continue };
+            if defaults.is_empty() && !overrides {
+                continue;
+            }
+            let bucket = format!("{kind}:{id}");
+            let own = self.own_arc(&bucket);
+            match own.as_ref().and_then(|o| o.limits.limits.as_ref()) {
+                Some(l) => sets.push((
+                    format!("limits of {bucket}"),
+                    bucket.clone(),
+                    std::borrow::Cow::Owned(l.over(defaults)),
+                )),
+                None if !defaults.is_empty() => {
+                    sets.push((
+                        scope.to_owned(),
+                        bucket.clone(),
+                        std::borrow::Cow::Borrowed(defaults),
+                    ));
+                }
+                None => {}
+            }
+            if let Some(b) = own.and_then(|o| o.budget.clone()) {
+                budgets.push((b, bucket));
+            }
+        }
+        for r in &s.limits.rules {
+            let models_ok = r.models.as_ref().is_none_or(|globs| {
+                model.is_some_and(|m| {
+                    globs.iter().any(|g| {
+                        let (gp, gm) = g.split_once('/').unwrap_or((g.as_str(), "*"));
+                        glob::matches(gp, provider) && glob::matches(gm, m)
+                    })
+                })
+            });
+            if !models_ok {
+                continue;
+            }
+            if let Some(subject) = r.subjects.iter().find(|sub| sub.matches(p)) {
+                sets.push((
+                    format!("limits.rules[{}]", r.index),
+                    bucket_of(subject, p),
+                    std::borrow::Cow::Borrowed(&r.limits),
+                ));
+            }
+        }
+        for (scope, bucket, set) in sets {
+            for (unit, limit) in set.units() {
+                let refused = |retry_ms: i64| Refusal {
+                    limit: format!("{scope}.{}", unit.key()),
+                    subject: bucket.clone(),
+                    what: describe(unit, limit),
+                    retry_after: Duration::from_millis(u64::try_from(retry_ms).unwrap_or(0)),
+                };
+                match unit {
+                    Unit::Requests(period) | Unit::Tokens(period) => {
+                        let cost = match unit {
+                            Unit::Tokens(_) if !billable => continue,
+                            Unit::Tokens(_) => est.tokens(),
+                            _ => 1,
+                        };
+                        let spec = Spec {
+                            limit,
+                            period_ms: period.ms(),
+                        };
+                        let key: Arc<str> =
+                            Arc::from(format!("{scope}|{}|{limit}|{bucket}", unit.key()));
+                        let (b, took) = self.take(period, key, spec, now, cost);
+                        match took {
+                            Take::Admitted {
+                                remaining,
+                                reset_ms,
+                            } => {
+                                let h = RateHeader {
+                                    limit,
+                                    remaining,
+                                    reset_ms,
+                                };
+                                if let Unit::Tokens(_) = unit {
+                                    res.headers.tokens = Some(h.tighter(res.headers.tokens));
+                                    res.tokens.push((b, spec));
+                                } else {
+                                    res.headers.requests = Some(h.tighter(res.headers.requests));
+                                    res.requests.push((b, spec));
+                                }
+                            }
+                            Take::Refused { retry_after_ms } => {
+                                s.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                                let r = refused(retry_after_ms.unwrap_or(period.ms()));
+                                return Err(if retry_after_ms.is_none() {
+                                    ApiError::RequestTooLarge(Box::new(r))
+                                } else {
+                                    ApiError::RateLimited(Box::new(r))
+                                });
+                            }
+                        }
+                    }
+                    Unit::Concurrent => {
+                        let key: Arc<str> = Arc::from(format!("{scope}|concurrent|{bucket}"));
+                        let c = s.concurrency.get_with(key, Arc::default);
+                        let ok = c
+                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                                (n < limit).then_some(n + 1)
+                            })
+                            .is_ok();
+                        if !ok {
+                            s.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                            return Err(ApiError::RateLimited(Box::new(refused(1000))));
+                        }
+                        res.concurrency.push(c);
+                    }
+                }
+            }
+        }
+        if billable {
+            for b in &s.budgets {
+                if let Some(subject) = b.subjects.iter().find(|sub| sub.matches(p)) {
+                    budgets.push((b.clone(), bucket_of(subject, p)));
+                }
+            }
+        }
+        if billable && !budgets.is_empty() {
+            let cost = res.reserved_cost;
+            for (b, bucket) in budgets {
+                let (start, end) = budget::period_bounds(b.period, now);
+                let key: Arc<str> = Arc::from(format!("{}|{start}|{bucket}", b.label));
+                let state = s.budget_states.get_with(key, Arc::default);
+                state
+                    .loaded
+                    .get_or_try_init(|| async {
+                        let spent = s.store.spend_since(&bucket, start).await?;
+                        state.add_loaded(spent);
+                        Ok::<(), crate::store::StoreError>(())
+                    })
+                    .await
+                    .map_err(|e| ApiError::StoreUnavailable(e.to_string()))?;
+                if !state.try_reserve(b.micros, cost) {
+                    s.counters.budget_exhausted.fetch_add(1, Ordering::Relaxed);
+                    let wait = end.map_or(86_400_000, |e| (e - now).max(1000));
+                    return Err(ApiError::QuotaExceeded(Box::new(Refusal {
+                        limit: b.label.clone(),
+                        subject: bucket,
+                        what: format!(
+                            "a {} budget of ${}",
+                            match b.period {
+                                config::BudgetPeriod::Daily => "daily",
+                                config::BudgetPeriod::Weekly => "weekly",
+                                config::BudgetPeriod::Monthly => "monthly",
+                                config::BudgetPeriod::Total => "total",
+                            },
+                            config::usd(b.micros)
+                        ),
+                        retry_after: Duration::from_millis(u64::try_from(wait).unwrap_or(0)),
+                    })));
+                }
+                res.budgets.push(Hold {
+                    state,
+                    budget: b.clone(),
+                    bucket,
+                    start,
+                    end,
+                });
+            }
+        }
+        // Admitted: the request counts stay taken whatever happens next.
+        res.requests.clear();
+        Ok(res)
+    }
+
+    /// Takes `cost` from the bucket `key` of `period`'s cache (created full if absent).
+    fn take(
+        &self,
+        period: RatePeriod,
+        key: Arc<str>,
+        spec: Spec,
+        now: i64,
+        cost: u64,
+    ) -> (Bucket, Take) {
+        let b = self.0.rates[period_index(period)].get_with(key, Bucket::default);
+        let took = lock(&b).take(spec, now, cost);
+        (b, took)
+    }
+
+    fn alert(&self, hold: &Hold, spent: i64, threshold: u32) {
+        let (Some(http), Some(url)) = (self.0.http.clone(), hold.budget.webhook.clone()) else {
+            return;
+        };
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let store = self.0.store.clone();
+        let marker = format!(
+            "budget_alert|{}|{}|{}|{threshold}",
+            hold.budget.label, hold.bucket, hold.start
+        );
+        let payload = serde_json::json!({
+            "type": "budget.threshold_reached",
+            "budget": hold.budget.label,
+            "subject": hold.bucket,
+            "threshold_percent": threshold,
+            "spent_usd": config::usd(spent),
+            "budget_usd": config::usd(hold.budget.micros),
+            "spent_micros": spent,
+            "budget_micros": hold.budget.micros,
+            "period_start": crate::clock::rfc3339(hold.start),
+            "period_end": hold.end.map(crate::clock::rfc3339),
+        });
+        handle.spawn(async move {
+            // Once per threshold per period, across restarts too.
+            match store.put_setting_if_absent(&marker, "sent").await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => tracing::warn!(error = %e, "budget alert: store unavailable; sending anyway"),
+            }
+            match http.post(&url).json(&payload).send().await {
+                Ok(r) if r.status().is_success() => {
+                    tracing::info!(budget = %payload["budget"], subject = %payload["subject"], threshold, "budget alert sent");
+                }
+                Ok(r) => tracing::warn!(status = r.status().as_u16(), "budget alert webhook refused the alert"),
+                Err(e) => tracing::warn!(error = %e, "budget alert webhook unreachable"),
+            }
+        });
+    }
+}
+
+struct Hold {
+    state: Arc<BudgetState>,
+    budget: Arc<BudgetConfig>,
+    bucket: String,
+    start: i64,
+    end: Option<i64>,
+}
+
+/// The `x-ratelimit-*` values of the tightest applicable limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateHeaders {
+    /// Requests.
+    pub requests: Option<RateHeader>,
+    /// Tokens.
+    pub tokens: Option<RateHeader>,
+}
+
+/// What a request holds between admission and its end: token and budget
+/// reservations and concurrency slots. Settle it with the real usage; dropped
+/// unsettled, it gives everything back.
+#[must_use = "a reservation is given back when dropped"]
+pub struct Reservation {
+    limiter: Limiter,
+    requests: Vec<(Bucket, Spec)>,
+    tokens: Vec<(Bucket, Spec)>,
+    reserved_tokens: u64,
+    concurrency: Vec<Arc<AtomicU64>>,
+    budgets: Vec<Hold>,
+    reserved_cost: i64,
+    /// Header values for the response.
+    pub headers: RateHeaders,
+    done: bool,
+}
+
+impl std::fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation")
+            .field("tokens", &self.reserved_tokens)
+            .field("cost_micros", &self.reserved_cost)
+            .field("slots", &self.concurrency.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a request ended, for [`Reservation::settle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The provider reported usage: charge it.
+    Reported {
+        /// Prompt + completion tokens.
+        tokens: u64,
+        /// Its cost.
+        cost_micros: i64,
+    },
+    /// The provider answered (or the client left) but reported nothing: charge the reservation.
+    Unreported,
+    /// Nothing was consumed upstream (refused, failed before an answer): give it all back.
+    NotCharged,
+}
+
+impl Reservation {
+    fn empty(limiter: Limiter) -> Self {
+        Reservation {
+            limiter,
+            requests: Vec::new(),
+            tokens: Vec::new(),
+            reserved_tokens: 0,
+            concurrency: Vec::new(),
+            budgets: Vec::new(),
+            reserved_cost: 0,
+            headers: RateHeaders::default(),
+            done: false,
+        }
+    }
+
+    /// The cost reserved against budgets, micro-dollars.
+    pub fn reserved_cost(&self) -> i64 {
+        self.reserved_cost
+    }
+
+    /// Counts a successful request whose provider reported no usage.
+    pub fn count_unreported(&self) {
+        self.limiter
+            .0
+            .counters
+            .usage_unreported
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Settles with the real outcome, releases the concurrency slots; returns
+    /// the cost charged against budgets.
+    pub fn settle(mut self, outcome: Outcome) -> i64 {
+        self.finish(outcome)
+    }
+
+    fn finish(&mut self, outcome: Outcome) -> i64 {
+        if self.done {
+            return 0;
+        }
+        self.done = true;
+        for c in self.concurrency.drain(..) {
+            let _ = c.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        }
+        for (b, spec) in self.requests.drain(..) {
+            lock(&b).refund(spec, 1);
+        }
+        let (tokens, cost) = match outcome {
+            Outcome::Reported {
+                tokens,
+                cost_micros,
+            } => (tokens, cost_micros),
+            Outcome::Unreported => (self.reserved_tokens, self.reserved_cost),
+            Outcome::NotCharged => (0, 0),
+        };
+        if !self.tokens.is_empty() {
+            let now = self.limiter.0.clock.now_ms();
+            for (b, spec) in self.tokens.drain(..) {
+                let mut g = lock(&b);
+                if tokens <= self.reserved_tokens {
+                    g.refund(spec, self.reserved_tokens - tokens);
+                } else {
+                    g.charge(spec, now, tokens - self.reserved_tokens);
+                }
+            }
+        }
+        let holds = std::mem::take(&mut self.budgets);
+        for h in &holds {
+            let spent = h.state.settle(self.reserved_cost, cost);
+            for (i, pct) in h.budget.alert_at_percent.iter().enumerate() {
+                let line = i128::from(h.budget.micros) * i128::from(*pct);
+                if i128::from(spent) * 100 >= line && h.state.fire(i) {
+                    self.limiter.alert(h, spent, *pct);
+                }
+            }
+        }
+        cost
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.finish(Outcome::NotCharged);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn a_spray_of_distinct_principals_stays_within_the_bound() {
+        let env = |_: &str| None;
+        let config = Config::from_yaml(
+            "limits:\n  max_tracked_subjects: 1000\n  defaults:\n    key: {requests_per_minute: 1}\n",
+            &env,
+            crate::config::ConfigSource::Defaults,
+        )
+        .unwrap();
+        let store: SharedStore = Arc::new(
+            crate::store::SqliteStore::open("sqlite::memory:")
+                .await
+                .unwrap(),
+        );
+        let clock: SharedClock = Arc::new(crate::clock::ManualClock::new(0));
+        let lim = Limiter::new(&config, store, clock);
+        let spec = Spec {
+            limit: 1,
+            period_ms: 60_000,
+        };
+        for i in 0..200_000u32 {
+            let key: Arc<str> = Arc::from(format!("k{i}"));
+            let (_, took) = lim.take(RatePeriod::Minute, key, spec, 0, 1);
+            assert!(matches!(took, Take::Admitted { .. }));
+        }
+        let cache = &lim.0.rates[period_index(RatePeriod::Minute)];
+        cache.run_pending_tasks();
+        assert!(
+            cache.entry_count() <= 1000,
+            "{} entries",
+            cache.entry_count()
+        );
+        // A subject that keeps coming stays tracked (and limited).
+        let hot: Arc<str> = Arc::from("hot");
+        let _ = lim.take(RatePeriod::Minute, hot.clone(), spec, 0, 1);
+        for _ in 0..10 {
+            let (_, took) = lim.take(RatePeriod::Minute, hot.clone(), spec, 0, 1);
+            assert!(matches!(took, Take::Refused { .. }));
+        }
+    }
+
+    #[test]
+    fn reset_times_read_like_openai() {
+        assert_eq!(reset_text(20), "20ms");
+        assert_eq!(reset_text(1500), "1.5s");
+        assert_eq!(reset_text(360_000), "6m0s");
+        assert_eq!(reset_text(3_600_000), "1h0m0s");
+    }
+}
