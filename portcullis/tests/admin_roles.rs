@@ -664,62 +664,24 @@ async fn separate_admin_listener() {
 /// event naming who reloaded and what is now in force.
 #[tokio::test]
 async fn reload_applies_admin_settings_and_is_audited() {
-    let mock =
-        mock_provider::MockProvider::start("127.0.0.1:0".parse().unwrap(), Default::default())
-            .await
-            .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("portcullis.yaml");
-    let write = |admin_extra: &str| {
-        std::fs::write(
-            &path,
-            format!(
-                "listen: 127.0.0.1:0\ndatabase: sqlite://{}\nadmin:\n  master_key: {MASTER}\n{admin_extra}auth:\n  lockout: {{enabled: false}}\nproviders:\n  - name: openai\n    kind: openai\n    base_url: {}\n    api_key: {PROVIDER_KEY}\n    models: [gpt-4o-mini]\n",
-                dir.path().join("db.sqlite").display(),
-                mock.base_url()
-            ),
-        )
-        .unwrap();
-    };
-    write("");
-    let gw =
-        portcullis::server::spawn(portcullis::config::Config::load(Some(&path)).unwrap(), None)
-            .await
-            .unwrap();
-    let url = gw.url();
-    let http = reqwest::Client::new();
+    let fg = FileGateway::start("", "").await;
     let get = |cred: &str| {
-        http.get(format!("{url}/admin/keys"))
+        fg.http
+            .get(format!("{}/admin/keys", fg.url))
             .bearer_auth(cred.to_owned())
             .send()
     };
-    let key: Value = http
-        .post(format!("{url}/admin/keys"))
-        .bearer_auth(MASTER)
-        .json(&json!({"admin_role": "admin"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let admin = key["key"].as_str().unwrap().to_owned();
+    let (admin_id, admin) = fg.create_key(json!({"admin_role": "admin"})).await;
     assert_eq!(get(&admin).await.unwrap().status(), 200);
 
     // Only 10.0.0.0/8 may reach the admin API now: the reload answers, then
     // the next admin call from 127.0.0.1 is refused.
-    write("  allow_ips: [10.0.0.0/8]\n");
-    let r = http
-        .post(format!("{url}/admin/reload"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let r = get(MASTER).await.unwrap();
-    assert_eq!(r.status(), 403);
+    fg.rewrite("  allow_ips: [10.0.0.0/8]\n", "");
+    assert_eq!(fg.reload(&admin).await.status(), 200);
+    assert_eq!(get(MASTER).await.unwrap().status(), 403);
     // The event is in the store; read it there, the API being closed to us.
-    let events = gw
+    let events = fg
+        .gw
         .state
         .store
         .list_audit(None, None, None, 10)
@@ -729,11 +691,8 @@ async fn reload_applies_admin_settings_and_is_audited() {
         .iter()
         .find(|e| e.kind == "config_reloaded")
         .expect("a config_reloaded event");
-    assert_eq!(
-        e.actor.as_deref(),
-        Some(format!("key:{}", key["id"].as_str().unwrap()).as_str())
-    );
+    assert_eq!(e.actor.as_deref(), Some(format!("key:{admin_id}").as_str()));
     assert_eq!(e.target.as_deref(), Some("config"));
     assert_eq!(e.after.as_ref().unwrap()["reloaded"], true);
-    gw.shutdown().await.unwrap();
+    fg.gw.shutdown().await.unwrap();
 }

@@ -1342,66 +1342,30 @@ async fn jwt_users_own_their_resources() {
 /// ID the gateway never issued through; turned off again, it is 404.
 #[tokio::test]
 async fn ownership_settings_change_on_reload() {
-    let mock =
-        mock_provider::MockProvider::start("127.0.0.1:0".parse().unwrap(), Default::default())
-            .await
-            .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("portcullis.yaml");
-    let write = |allow: bool| {
-        std::fs::write(
-            &path,
-            format!(
-                "listen: 127.0.0.1:0\ndatabase: sqlite://{}\nadmin:\n  master_key: {MASTER}\nauth:\n  lockout: {{enabled: false}}\nownership:\n  allow_unmanaged_ids: {allow}\nproviders:\n  - name: openai\n    kind: openai\n    base_url: {}\n    api_key: {PROVIDER_KEY}\n    models: [gpt-4o-mini]\n",
-                dir.path().join("db.sqlite").display(),
-                mock.base_url()
-            ),
-        )
-        .unwrap();
-    };
-    write(false);
-    let gw =
-        portcullis::server::spawn(portcullis::config::Config::load(Some(&path)).unwrap(), None)
-            .await
-            .unwrap();
-    let url = gw.url();
-    let http = reqwest::Client::new();
-    let key: Value = http
-        .post(format!("{url}/admin/keys"))
-        .bearer_auth(MASTER)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = key["key"].as_str().unwrap().to_owned();
+    let allow = |on: bool| format!("ownership:\n  allow_unmanaged_ids: {on}\n");
+    let fg = FileGateway::start("", &allow(false)).await;
+    let (_, key) = fg.create_key(json!({})).await;
     let get = || {
-        http.get(format!("{url}/v1/files/file-made-elsewhere"))
+        fg.http
+            .get(format!("{}/v1/files/file-made-elsewhere", fg.url))
             .bearer_auth(&key)
             .send()
     };
-    let reload = || {
-        http.post(format!("{url}/admin/reload"))
-            .bearer_auth(MASTER)
-            .send()
-    };
     assert_eq!(get().await.unwrap().status(), 404);
-    assert_eq!(mock.request_count(), 0);
-    write(true);
-    assert_eq!(reload().await.unwrap().status(), 200);
+    assert_eq!(fg.mock.request_count(), 0);
+    fg.rewrite("", &allow(true));
+    assert_eq!(fg.reload(MASTER).await.status(), 200);
     get().await.unwrap();
     assert_eq!(
-        mock.request_count(),
+        fg.mock.request_count(),
         1,
         "forwarded once unmanaged IDs are allowed"
     );
-    write(false);
-    assert_eq!(reload().await.unwrap().status(), 200);
+    fg.rewrite("", &allow(false));
+    assert_eq!(fg.reload(MASTER).await.status(), 200);
     assert_eq!(get().await.unwrap().status(), 404);
-    assert_eq!(mock.request_count(), 1);
-    gw.shutdown().await.unwrap();
+    assert_eq!(fg.mock.request_count(), 1);
+    fg.gw.shutdown().await.unwrap();
 }
 
 /// The families beyond files, assistants, vector stores, batches and

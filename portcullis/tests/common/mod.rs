@@ -311,3 +311,91 @@ pub fn raw_request(method: &str, target: &str, headers: &[&str], body: &[u8]) ->
     bytes.extend_from_slice(body);
     bytes
 }
+
+/// A mock provider and a gateway started from a configuration file in a temp
+/// dir, so `POST /admin/reload` has a file to re-read; [`FileGateway::rewrite`]
+/// changes it.
+pub struct FileGateway {
+    pub mock: MockProvider,
+    pub gw: Running,
+    pub url: String,
+    pub http: reqwest::Client,
+    pub path: std::path::PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl FileGateway {
+    /// Starts with extra `admin:` lines (indented two spaces) and extra top-level YAML.
+    pub async fn start(admin_extra: &str, top_extra: &str) -> FileGateway {
+        let mock = MockProvider::start("127.0.0.1:0".parse().unwrap(), MockOptions::default())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("portcullis.yaml");
+        let text = Self::yaml(&dir, &mock, admin_extra, top_extra);
+        std::fs::write(&path, text).unwrap();
+        let gw = server::spawn(Config::load(Some(&path)).unwrap(), None)
+            .await
+            .unwrap();
+        let url = gw.url();
+        FileGateway {
+            mock,
+            gw,
+            url,
+            http: reqwest::Client::new(),
+            path,
+            dir,
+        }
+    }
+
+    fn yaml(
+        dir: &tempfile::TempDir,
+        mock: &MockProvider,
+        admin_extra: &str,
+        top_extra: &str,
+    ) -> String {
+        format!(
+            "listen: 127.0.0.1:0\ndatabase: sqlite://{}\nadmin:\n  master_key: {MASTER}\n{admin_extra}auth:\n  lockout: {{enabled: false}}\nproviders:\n  - name: openai\n    kind: openai\n    base_url: {}\n    api_key: {PROVIDER_KEY}\n    models: [gpt-4o-mini, gpt-4o]\n{top_extra}",
+            dir.path().join("db.sqlite").display(),
+            mock.base_url()
+        )
+    }
+
+    /// Rewrites the file (the gateway sees it on the next reload).
+    pub fn rewrite(&self, admin_extra: &str, top_extra: &str) {
+        std::fs::write(
+            &self.path,
+            Self::yaml(&self.dir, &self.mock, admin_extra, top_extra),
+        )
+        .unwrap();
+    }
+
+    /// `POST /admin/reload` with `cred`.
+    pub async fn reload(&self, cred: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/admin/reload", self.url))
+            .bearer_auth(cred)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Creates a key with the master key; returns (id, key).
+    pub async fn create_key(&self, body: Value) -> (String, String) {
+        let v: Value = self
+            .http
+            .post(format!("{}/admin/keys", self.url))
+            .bearer_auth(MASTER)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (
+            v["id"].as_str().unwrap().to_owned(),
+            v["key"].as_str().unwrap().to_owned(),
+        )
+    }
+}
