@@ -468,6 +468,17 @@ async fn unknown_ids_are_404() {
     admin_ok(&h, "DELETE", &format!("/keys/{id}"), None, 200).await;
     let resp = admin(&h, "POST", &format!("/keys/{id}/rotate"), Some(json!({}))).await;
     assert_error(resp, 404, "not_found").await;
+    // Nor changed: a revoked key stays as it was revoked.
+    let resp = admin(
+        &h,
+        "PATCH",
+        &format!("/keys/{id}"),
+        Some(json!({"expires_at": null})),
+    )
+    .await;
+    assert_error(resp, 400, "invalid_request").await;
+    let shown = admin_ok(&h, "GET", &format!("/keys/{id}"), None, 200).await;
+    assert_eq!(shown["status"], "revoked");
     assert_eq!(list_all_ids(&h).await, vec![id]);
     h.stop().await;
 }

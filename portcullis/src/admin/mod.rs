@@ -77,6 +77,48 @@ impl utoipa::Modify for MasterKeyAuth {
             "master_key",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
+        // The answers every admin route can give, whatever the handler does:
+        // written once here instead of on every path.
+        const COMMON: &[(&str, &str)] = &[
+            ("400", "Invalid query or body (OpenAI-shaped error)"),
+            (
+                "401",
+                "No admin credential (OpenAI-shaped error, `WWW-Authenticate: Bearer`)",
+            ),
+            (
+                "403",
+                "The admin role does not cover this route, or the address is not in `admin.allow_ips`",
+            ),
+            (
+                "429",
+                "The address failed authentication too often (`Retry-After`)",
+            ),
+            ("503", "The store is unavailable (`Retry-After`)"),
+        ];
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.patch,
+                &mut item.delete,
+                &mut item.put,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                for (status, description) in COMMON {
+                    op.responses
+                        .responses
+                        .entry((*status).to_owned())
+                        .or_insert_with(|| {
+                            utoipa::openapi::ResponseBuilder::new()
+                                .description(*description)
+                                .build()
+                                .into()
+                        });
+                }
+            }
+        }
     }
 }
 
@@ -589,6 +631,12 @@ pub async fn update_key(
 ) -> Result<Response, ApiError> {
     let req: PatchKey = parse_body(&body)?;
     let before = visible_key(&state, &admin, &id).await?;
+    if before.revoked_at.is_some() {
+        return Err(ApiError::BadRequest {
+            message: "The key is revoked and can no longer be changed; create a new one.".into(),
+            param: None,
+        });
+    }
     let before_json = view_json(&state, &before, state.clock.now_ms());
     check_team_admin_write(
         &admin,
