@@ -534,3 +534,60 @@ async fn keys_and_teams_carry_their_own_limits_and_budget() {
     assert_eq!(h.chat(&key, chat_body("gpt-4o-mini")).await.status(), 200);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn every_token_unit_admits_its_limit_at_the_window_edge() {
+    // `mock-no-usage` reports nothing, so each request is charged exactly its reservation.
+    let body = chat_body("mock-no-usage");
+    let est = serde_json::to_vec(&body).unwrap().len() as i64 / 4 + 10;
+    for (unit, period_ms) in [
+        ("tokens_per_minute", 60_000i64),
+        ("tokens_per_hour", 3_600_000),
+        ("tokens_per_day", 86_400_000),
+        ("tokens_per_month", 30 * 86_400_000),
+    ] {
+        let h = limited(&format!(
+            "limits:\n  default_max_tokens: 10\n  defaults:\n    user: {{{unit}: {}}}\n",
+            2 * est
+        ))
+        .await;
+        let key = h.key().await;
+        let clock = h.clock.clone().unwrap();
+        clock.set_ms(T0 - T0 % period_ms + period_ms - 1);
+        let mut admitted = 0;
+        for _ in 0..4 {
+            let r = h.chat(&key, body.clone()).await;
+            admitted += usize::from(r.status() == 200);
+            r.text().await.unwrap();
+        }
+        assert_eq!(admitted, 2, "{unit}");
+        clock.advance_ms(1);
+        let resp = h.chat(&key, body.clone()).await;
+        let want = (period_ms / 2 - 1 + 999) / 1000;
+        assert_refused(&h, resp, "rate_limit_exceeded", &want.to_string(), unit).await;
+        clock.advance_ms(period_ms / 2 - 1);
+        assert_eq!(h.chat(&key, body.clone()).await.status(), 200, "{unit}");
+        h.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_provider_dying_mid_stream_is_charged_the_reservation_and_frees_the_slot() {
+    let h = limited(
+        "limits:\n  default_max_tokens: 50\n  defaults:\n    user: {concurrent_requests: 1, tokens_per_day: 100000}\npricing:\n  openai/mock-die-mid-stream: {input: 1000, output: 1000}\n",
+    )
+    .await;
+    let key = h.key().await;
+    let mut body = chat_body("mock-die-mid-stream");
+    body["stream"] = json!(true);
+    let est = serde_json::to_vec(&body).unwrap().len() as i64 / 4 + 50;
+    let resp = h.chat(&key, body).await;
+    assert_eq!(resp.status(), 200);
+    let id = rid(&resp);
+    let _ = resp.text().await;
+    let rec = h.usage_record(&id).await;
+    assert_eq!(rec.status, 502);
+    assert_eq!(rec.cost_micros, Some(est * 1000));
+    assert_eq!(h.chat(&key, chat_body("gpt-4o-mini")).await.status(), 200);
+    h.stop().await;
+}

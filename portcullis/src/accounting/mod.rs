@@ -129,7 +129,8 @@ impl Meter {
                     u.prompt_tokens.unwrap_or(0),
                     u.completion_tokens.unwrap_or(0),
                 );
-                r.cost_micros = self.price.map(|price| price.cost(p, 0, c));
+                let cached = u.cached_tokens.unwrap_or(0);
+                r.cost_micros = self.price.map(|price| price.cost(p, cached, c));
                 if let Some(res) = res {
                     res.settle(Outcome::Reported {
                         tokens: p.saturating_add(c),
