@@ -591,3 +591,50 @@ async fn a_provider_dying_mid_stream_is_charged_the_reservation_and_frees_the_sl
     assert_eq!(h.chat(&key, chat_body("gpt-4o-mini")).await.status(), 200);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_user_named_by_keys_can_get_own_limits() {
+    let h = limited("").await;
+    let key = h.key().await; // user alice
+    let resp = h
+        .http
+        .patch(format!("{}/admin/users/alice", h.url))
+        .bearer_auth(MASTER)
+        .json(&json!({"limits": {"requests_per_hour": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["limits"], json!({"requests_per_hour": 1}), "{v}");
+    assert_eq!(h.chat(&key, chat_body("gpt-4o-mini")).await.status(), 200);
+    let resp = h.chat(&key, chat_body("gpt-4o-mini")).await;
+    assert_refused(
+        &h,
+        resp,
+        "rate_limit_exceeded",
+        "3600",
+        "limits of user:alice",
+    )
+    .await;
+    // Disabling an unknown user is still 404; bad values are 400 and change nothing.
+    let resp = h
+        .http
+        .patch(format!("{}/admin/users/nobody", h.url))
+        .bearer_auth(MASTER)
+        .json(&json!({"disabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 404, "not_found").await;
+    let resp = h
+        .http
+        .patch(format!("{}/admin/users/alice", h.url))
+        .bearer_auth(MASTER)
+        .json(&json!({"budget": {"usd": 0, "period": "daily"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 400, "invalid_request").await;
+    h.stop().await;
+}

@@ -206,6 +206,16 @@ pub(super) async fn set_own(
 
 type OwnPatch = (Option<Option<LimitSet>>, Option<Option<OwnBudget>>);
 
+/// Validates the values of an own-limits patch before anything is stored.
+pub(super) fn check_patch(patch: &OwnPatch) -> Result<(), ApiError> {
+    OwnLimits {
+        limits: patch.0.clone().flatten(),
+        budget: patch.1.clone().flatten(),
+    }
+    .check()
+    .map_err(bad)
+}
+
 /// Applies a PATCH of own limits (absent: unchanged, `null`: removed).
 pub(super) async fn patch_own(
     state: &AppState,

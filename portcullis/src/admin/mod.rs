@@ -478,6 +478,7 @@ pub async fn update_key(
     )?;
     check_metadata(req.metadata.as_ref().and_then(Option::as_ref))?;
     let own_patch = (req.limits, req.budget);
+    limits::check_patch(&own_patch)?;
     let patch = KeyPatch {
         name: req.name,
         user: req.user,
@@ -677,15 +678,26 @@ pub async fn update_user(
 ) -> Result<Response, ApiError> {
     let req: PatchUser = parse_body(&body)?;
     let own_patch = (req.limits, req.budget);
-    let u = match req.disabled {
+    limits::check_patch(&own_patch)?;
+    let found = match req.disabled {
         Some(d) => state
             .store
             .set_user_disabled(&id, d)
             .await
             .map_err(store_err)?,
         None => state.store.get_user(&id).await.map_err(store_err)?,
-    }
-    .ok_or(ApiError::NotFound)?;
+    };
+    let Some(u) = found else {
+        // A user the gateway has not seen yet (or one only named by keys) may still get own limits.
+        if req.disabled.is_none() && (own_patch.0.is_some() || own_patch.1.is_some()) {
+            let own = limits::patch_own(&state, &format!("user:{id}"), own_patch).await?;
+            return Ok(axum::Json(
+                serde_json::json!({"id": id, "limits": own.limits, "budget": own.budget}),
+            )
+            .into_response());
+        }
+        return Err(ApiError::NotFound);
+    };
     state.authn.invalidate_user(&id);
     limits::patch_own(&state, &format!("user:{id}"), own_patch).await?;
     tracing::info!(user = %id, disabled = u.disabled, "user updated");

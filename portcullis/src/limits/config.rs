@@ -571,14 +571,17 @@ pub const BUILT_IN_PRICES: &[(&str, &str, &str, &str)] = &[
 /// Validated `pricing`: the file's entries over the built-in table.
 #[derive(Debug, Clone, Default)]
 pub struct Pricing {
-    /// By `provider/model` or bare model name.
+    /// By bare model name.
     table: HashMap<String, Price>,
+    /// By provider, then model (`provider/model` entries).
+    qualified: HashMap<String, HashMap<String, Price>>,
 }
 
 impl Pricing {
     /// The built-in table plus `files` (which win).
     pub fn new(files: HashMap<String, PriceFile>, errors: &mut Vec<ConfigError>) -> Pricing {
         let mut table = HashMap::new();
+        let mut qualified: HashMap<String, HashMap<String, Price>> = HashMap::new();
         for (m, i, o, c) in BUILT_IN_PRICES {
             let p = |s: &str| Micros::parse(s).map_or(0, |m| m.0);
             table.insert(
@@ -600,27 +603,32 @@ impl Pricing {
                 continue;
             }
             let input = f.input.map_or(0, |m| m.0);
-            table.insert(
-                model,
-                Price {
-                    input,
-                    output: f.output.map_or(0, |m| m.0),
-                    cached_input: f.cached_input.map_or(input, |m| m.0),
-                    per_request: f.per_request.map_or(0, |m| m.0),
-                },
-            );
+            let price = Price {
+                input,
+                output: f.output.map_or(0, |m| m.0),
+                cached_input: f.cached_input.map_or(input, |m| m.0),
+                per_request: f.per_request.map_or(0, |m| m.0),
+            };
+            match model.split_once('/') {
+                Some((p, m)) => {
+                    qualified
+                        .entry(p.to_owned())
+                        .or_default()
+                        .insert(m.to_owned(), price);
+                }
+                None => {
+                    table.insert(model, price);
+                }
+            }
         }
-        Pricing { table }
+        Pricing { table, qualified }
     }
 
     /// The price of `model` at `provider`: `provider/model`, else the bare name.
     pub fn get(&self, provider: &str, model: &str) -> Option<Price> {
-        let mut key = String::with_capacity(provider.len() + model.len() + 1);
-        key.push_str(provider);
-        key.push('/');
-        key.push_str(model);
-        self.table
-            .get(&key)
+        self.qualified
+            .get(provider)
+            .and_then(|m| m.get(model))
             .or_else(|| self.table.get(model))
             .copied()
     }

@@ -430,6 +430,7 @@ impl Limiter {
         let s = &self.0;
         let mut res = Reservation::empty(self.clone());
         let billable = BILLABLE_GROUPS.contains(&permit.group());
+        res.billable = billable;
         if billable {
             res.reserved_tokens = est.tokens();
             res.reserved_cost =
@@ -703,6 +704,7 @@ pub struct Reservation {
     concurrency: Vec<Arc<AtomicU64>>,
     budgets: Vec<Hold>,
     reserved_cost: i64,
+    billable: bool,
     /// Header values for the response.
     pub headers: RateHeaders,
     done: bool,
@@ -744,6 +746,7 @@ impl Reservation {
             concurrency: Vec::new(),
             budgets: Vec::new(),
             reserved_cost: 0,
+            billable: false,
             headers: RateHeaders::default(),
             done: false,
         }
@@ -752,6 +755,11 @@ impl Reservation {
     /// The cost reserved against budgets, micro-dollars.
     pub fn reserved_cost(&self) -> i64 {
         self.reserved_cost
+    }
+
+    /// True for an endpoint group whose requests are charged (see [`BILLABLE_GROUPS`]).
+    pub fn billable(&self) -> bool {
+        self.billable
     }
 
     /// Counts a successful request whose provider reported no usage.

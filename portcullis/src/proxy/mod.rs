@@ -111,7 +111,7 @@ async fn pipeline(
         let answer = ownership::list::answer(state, &permit, parts, list).await?;
         return Ok(Outcome::Answered(answer));
     }
-    let admitted = admit(state, &mut permit, content_type, facts, meter).await?;
+    let admitted = admit(state, &mut permit, content_type, meter).await?;
     let upstream = forward(state, parts, &permit).await?;
     Ok(Outcome::Forwarded(permit, plan, upstream, admitted))
 }
@@ -123,7 +123,6 @@ async fn admit(
     state: &AppState,
     permit: &mut Permit,
     content_type: Option<&str>,
-    facts: &RouteFacts,
     meter: &mut Meter,
 ) -> Result<Admitted, ApiError> {
     let lim = &state.limits;
@@ -149,7 +148,6 @@ async fn admit(
     }
     let reservation = lim.admit(permit, estimate, price).await?;
     let headers = reservation.headers;
-    meter.route(facts.clone());
     meter.price(price);
     meter.reserve(reservation);
     Ok(Admitted {
