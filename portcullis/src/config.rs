@@ -59,7 +59,7 @@ pub struct FileConfig {
     #[serde(default)]
     budgets: Vec<crate::limits::config::BudgetFile>,
     #[serde(default)]
-    pricing: std::collections::HashMap<String, crate::limits::config::PriceFile>,
+    pricing: std::collections::BTreeMap<String, crate::limits::config::PriceFile>,
     #[serde(default)]
     server: ServerFile,
     #[serde(default)]

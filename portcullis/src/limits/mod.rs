@@ -664,12 +664,13 @@ impl Limiter {
                 Ok(false) => return,
                 Err(e) => tracing::warn!(error = %e, "budget alert: store unavailable; sending anyway"),
             }
-            match http.post(&url).json(&payload).send().await {
+            match http.post(url.expose()).json(&payload).send().await {
                 Ok(r) if r.status().is_success() => {
                     tracing::info!(budget = %payload["budget"], subject = %payload["subject"], threshold, "budget alert sent");
                 }
                 Ok(r) => tracing::warn!(status = r.status().as_u16(), "budget alert webhook refused the alert"),
-                Err(e) => tracing::warn!(error = %e, "budget alert webhook unreachable"),
+                // Without the URL: it may carry a token.
+                Err(e) => tracing::warn!(error = %e.without_url(), "budget alert webhook unreachable"),
             }
         });
     }
