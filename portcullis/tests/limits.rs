@@ -68,6 +68,9 @@ async fn request_rate_admits_the_limit_then_answers_with_an_exact_retry_after() 
     }
     assert_eq!(h.mock.request_count(), 3);
     let resp = h.chat(&key, chat_body("gpt-4o-mini")).await;
+    assert_eq!(header(&resp, "x-ratelimit-limit-requests"), Some("3"));
+    assert_eq!(header(&resp, "x-ratelimit-remaining-requests"), Some("0"));
+    assert_eq!(header(&resp, "x-ratelimit-reset-requests"), Some("20s"));
     let v = assert_refused(
         &h,
         resp,

@@ -64,6 +64,8 @@ pub struct Refusal {
     pub what: String,
     /// How long until the same request would fit.
     pub retry_after: Duration,
+    /// For request and token limits: `("requests" | "tokens", limit)`, for the `x-ratelimit-*` headers of the 429.
+    pub rate: Option<(&'static str, u64)>,
 }
 
 type Bucket = Arc<Mutex<Gcra>>;
@@ -503,6 +505,11 @@ impl Limiter {
                     subject: bucket.clone(),
                     what: describe(unit, limit),
                     retry_after: Duration::from_millis(u64::try_from(retry_ms).unwrap_or(0)),
+                    rate: match unit {
+                        Unit::Requests(_) => Some(("requests", limit)),
+                        Unit::Tokens(_) => Some(("tokens", limit)),
+                        Unit::Concurrent => None,
+                    },
                 };
                 match unit {
                     Unit::Requests(period) | Unit::Tokens(period) => {
@@ -603,6 +610,7 @@ impl Limiter {
                             config::usd(b.micros)
                         ),
                         retry_after: Duration::from_millis(u64::try_from(wait).unwrap_or(0)),
+                        rate: None,
                     })));
                 }
                 res.budgets.push(Hold {
