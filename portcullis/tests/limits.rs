@@ -641,3 +641,20 @@ async fn a_user_named_by_keys_can_get_own_limits() {
     assert_error(resp, 400, "invalid_request").await;
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_provider_with_stream_usage_off_gets_the_stream_as_the_client_sent_it() {
+    let h = Harness::start_with(Opts {
+        provider_extra: "    stream_usage: false\n".into(),
+        ..Default::default()
+    })
+    .await;
+    let key = h.key().await;
+    let mut body = chat_body("gpt-4o-mini");
+    body["stream"] = json!(true);
+    let resp = h.chat(&key, body).await;
+    resp.text().await.unwrap();
+    let sent = h.mock.requests().last().unwrap().json().unwrap();
+    assert!(sent.get("stream_options").is_none(), "{sent}");
+    h.stop().await;
+}

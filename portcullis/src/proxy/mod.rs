@@ -131,10 +131,15 @@ async fn admit(
         .and_then(|m| lim.price(&permit.provider().name, m));
     let mut estimate = limits::Estimate::default();
     let mut strip_usage_chunk = false;
-    if lim.active() || lim.default_max_tokens().is_some() || estimate::may_stream(permit.body()) {
+    let stream_usage = permit.provider().stream_usage;
+    if lim.active()
+        || lim.default_max_tokens().is_some()
+        || (stream_usage && estimate::may_stream(permit.body()))
+    {
         let found = estimate::inspect(
             permit.group(),
             permit.provider().kind,
+            stream_usage,
             content_type,
             permit.body(),
             lim.default_max_tokens(),
