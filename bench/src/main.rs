@@ -357,6 +357,7 @@ async fn seed_keys(
             created_at: now_ms,
             metadata: serde_json::json!({}),
             rotated_from: None,
+            admin_role: None,
         });
     }
     let mut inserts = futures_util::stream::iter(records.iter())

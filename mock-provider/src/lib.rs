@@ -55,6 +55,7 @@
 //! | `POST /v1/vector_stores/{id}/file_batches`, `GET …/{b}`, `POST …/{b}/cancel`, `GET …/{b}/files` | |
 //! | `POST/GET /v1/batches`, `GET /v1/batches/{id}`, `POST /v1/batches/{id}/cancel` | completes at once; `output_file_id` holds one JSONL result per input line |
 //! | `POST /v1/responses`, `GET/DELETE /v1/responses/{id}`, `GET /v1/responses/{id}/input_items` | `previous_response_id` must exist; `stream: true` emits typed SSE events |
+//! | uploads (+ parts, complete), conversations (+ items), fine-tuning jobs (+ checkpoints, events), containers (+ files), evals (+ runs, output items), videos (+ remix, content), skills, voice consents, voices | one generic store (`generic.rs`): create, list, retrieve, modify, delete, `…/content`, actions |
 //! | anything else under `/v1` | 404 `Invalid URL (METHOD /path)` |
 //! | `GET /healthz` | 200 `ok` |
 //! | `GET /__mock/requests` / `DELETE /__mock/requests` | recorded requests as JSON (empty unless recording) / clear them and the counter |
@@ -139,6 +140,7 @@ mod embeddings;
 mod error;
 mod fault;
 mod files;
+mod generic;
 mod responses;
 mod router;
 mod server;

@@ -206,7 +206,7 @@ pub(crate) fn build(shared: Arc<Shared>) -> Router {
             "/v1/responses/{id}/input_items",
             get(responses::input_items),
         )
-        .fallback(not_found)
+        .fallback(crate::generic::handle)
         .method_not_allowed_fallback(not_found)
         .layer(DefaultBodyLimit::disable())
         .with_state(shared)

@@ -108,6 +108,8 @@ pub(crate) struct Store {
     pub responses: Table,
     /// Input items of each response, in order.
     pub response_inputs: HashMap<String, Vec<Value>>,
+    /// The families of [`crate::generic`], by collection index.
+    pub generic: HashMap<usize, Table>,
 }
 
 /// `limit` / `order` / `after` / `before`.

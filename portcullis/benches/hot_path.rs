@@ -82,6 +82,7 @@ fn key_cache_hit(c: &mut Criterion) {
                 created_at: 0,
                 metadata: serde_json::json!({}),
                 rotated_from: None,
+                admin_role: None,
             })
             .await
             .expect("insert");

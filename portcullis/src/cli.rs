@@ -52,6 +52,10 @@ pub struct KeyAttrs {
     /// Metadata as a JSON object.
     #[arg(long)]
     pub metadata: Option<String>,
+    /// Make it an admin key with this role (`admin`, `team_admin`, `viewer`);
+    /// it then opens the admin API and never calls models.
+    #[arg(long, value_parser = ["admin", "team_admin", "viewer"])]
+    pub admin_role: Option<String>,
 }
 
 /// `portcullis keys ...`.
@@ -88,6 +92,9 @@ pub enum KeysCommand {
         /// Remove the endpoint restriction.
         #[arg(long, conflicts_with = "endpoints")]
         all_endpoints: bool,
+        /// Make an admin key a client key again.
+        #[arg(long, conflicts_with = "admin_role")]
+        no_admin_role: bool,
     },
     /// Revoke a key at once.
     Revoke {
@@ -117,6 +124,7 @@ fn attrs_json(a: &KeyAttrs) -> anyhow::Result<Value> {
     put("models", a.models.clone().map(|m| json!(m)));
     put("endpoints", a.endpoints.clone().map(|m| json!(m)));
     put("expires_at", a.expires_at.clone().map(Value::from));
+    put("admin_role", a.admin_role.clone().map(Value::from));
     if let Some(m) = &a.metadata {
         let v: Value =
             serde_json::from_str(m).map_err(|e| anyhow::anyhow!("--metadata is not JSON: {e}"))?;
@@ -155,6 +163,7 @@ pub async fn run_keys(client: &AdminClientArgs, cmd: &KeysCommand) -> anyhow::Re
             no_expiry,
             all_models,
             all_endpoints,
+            no_admin_role,
         } => {
             let mut body = attrs_json(attrs)?;
             if *no_expiry {
@@ -165,6 +174,9 @@ pub async fn run_keys(client: &AdminClientArgs, cmd: &KeysCommand) -> anyhow::Re
             }
             if *all_endpoints {
                 body["endpoints"] = Value::Null;
+            }
+            if *no_admin_role {
+                body["admin_role"] = Value::Null;
             }
             (
                 reqwest::Method::PATCH,
@@ -327,6 +339,7 @@ const KEY_COLUMNS: &[(&str, &str)] = &[
     ("USER", "user"),
     ("TEAM", "team"),
     ("STATUS", "status"),
+    ("ROLE", "admin_role"),
     ("MODELS", "models"),
     ("ENDPOINTS", "endpoints"),
     ("EXPIRES", "expires_at"),

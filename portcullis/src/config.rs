@@ -115,6 +115,11 @@ struct LockoutFile {
 #[serde(deny_unknown_fields)]
 struct AdminFile {
     master_key: Option<Secret>,
+    #[serde(default)]
+    roles: crate::authn::admin::AdminRoleMap,
+    #[serde(default)]
+    allow_ips: Vec<String>,
+    listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,6 +193,8 @@ pub struct Config {
     pub database: String,
     /// The master key, when configured (else one is generated on first start).
     pub master_key: Option<Secret>,
+    /// Admin API settings other than the master key.
+    pub admin: AdminConfig,
     /// Providers in file order.
     pub providers: Vec<Arc<ProviderConfig>>,
     /// Index into `providers` for endpoints without a model.
@@ -216,6 +223,17 @@ pub struct Config {
     pub rules: crate::authz::rules::Rules,
     /// Where this configuration came from.
     pub source: ConfigSource,
+}
+
+/// Admin API settings (`admin:`).
+#[derive(Debug, Clone, Default)]
+pub struct AdminConfig {
+    /// Identity-provider roles that grant admin roles.
+    pub roles: crate::authn::admin::AdminRoleMap,
+    /// When non-empty, the admin API answers 403 to every other address.
+    pub allow_ips: Vec<ipnet::IpNet>,
+    /// When set, the admin API is served on this address only (and not on `listen`).
+    pub listen: Option<SocketAddr>,
 }
 
 /// Paths that need no credential unless `auth.public_paths` says otherwise.
@@ -700,16 +718,22 @@ fn validate(
         ));
     }
 
-    let master_key = file.admin.master_key.filter(|k| !k.is_empty()).or_else(|| {
-        env("PORTCULLIS_MASTER_KEY")
-            .filter(|k| !k.is_empty())
-            .map(Secret::new)
-    });
+    let mut admin_file = file.admin;
+    let master_key = admin_file
+        .master_key
+        .take()
+        .filter(|k| !k.is_empty())
+        .or_else(|| {
+            env("PORTCULLIS_MASTER_KEY")
+                .filter(|k| !k.is_empty())
+                .map(Secret::new)
+        });
     if let Some(k) = &master_key
         && k.expose().len() < 16
     {
         errors.push(err("admin.master_key", "must be at least 16 characters"));
     }
+    let admin = validate_admin(admin_file, listen, &mut errors);
 
     let mut providers = Vec::new();
     let mut names = HashSet::new();
@@ -901,6 +925,7 @@ fn validate(
         listen,
         database,
         master_key,
+        admin,
         providers,
         default_provider,
         max_body_bytes,
@@ -916,6 +941,62 @@ fn validate(
         rules,
         source,
     })
+}
+
+/// Parses CIDR blocks or single addresses, reporting bad ones at `at[i]`.
+fn parse_nets(list: &[String], at: &str, errors: &mut Vec<ConfigError>) -> Vec<ipnet::IpNet> {
+    let mut out = Vec::new();
+    for (i, p) in list.iter().enumerate() {
+        let parsed = p
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(n) => out.push(n),
+            Err(_) => errors.push(err(
+                format!("{at}[{i}]"),
+                format!("`{p}` is not an address or CIDR block"),
+            )),
+        }
+    }
+    out
+}
+
+fn validate_admin(
+    file: AdminFile,
+    listen: SocketAddr,
+    errors: &mut Vec<ConfigError>,
+) -> AdminConfig {
+    for (role, names) in file.roles.entries() {
+        if names.iter().any(|n| n.trim().is_empty()) {
+            errors.push(err(
+                format!("admin.roles.{role}"),
+                "role names must not be empty",
+            ));
+        }
+    }
+    let allow_ips = parse_nets(&file.allow_ips, "admin.allow_ips", errors);
+    let admin_listen = file.listen.and_then(|l| match l.parse::<SocketAddr>() {
+        Ok(a) if a == listen && a.port() != 0 => {
+            errors.push(err(
+                "admin.listen",
+                format!("`{l}` is the same address as `listen`; leave admin.listen out to serve the admin API there"),
+            ));
+            None
+        }
+        Ok(a) => Some(a),
+        Err(_) => {
+            errors.push(err(
+                "admin.listen",
+                format!("`{l}` is not an address like 127.0.0.1:8081"),
+            ));
+            None
+        }
+    });
+    AdminConfig {
+        roles: file.roles,
+        allow_ips,
+        listen: admin_listen,
+    }
 }
 
 fn env_true(v: Option<String>) -> bool {
@@ -1026,19 +1107,7 @@ fn validate_auth(
         }
         None => Some(LockoutConfig::default()),
     };
-    let mut trusted_proxies = Vec::new();
-    for (i, p) in file.trusted_proxies.iter().enumerate() {
-        let parsed = p
-            .parse::<ipnet::IpNet>()
-            .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
-        match parsed {
-            Ok(n) => trusted_proxies.push(n),
-            Err(_) => errors.push(err(
-                format!("auth.trusted_proxies[{i}]"),
-                format!("`{p}` is not an address or CIDR block"),
-            )),
-        }
-    }
+    let trusted_proxies = parse_nets(&file.trusted_proxies, "auth.trusted_proxies", errors);
     let jwt = crate::authn::jwt::validate_issuers(file.jwt, "auth.jwt").unwrap_or_else(|e| {
         errors.extend(e);
         Vec::new()

@@ -37,6 +37,12 @@ pub enum ApiError {
     /// 401: the admin API needs the master key.
     #[error("admin credential required: {0}")]
     AdminUnauthorized(&'static str),
+    /// 403: an admin credential whose role does not cover this route.
+    #[error("admin role insufficient: {0}")]
+    AdminRoleInsufficient(&'static str),
+    /// 403: the admin API is not reachable from the client's address (`admin.allow_ips`).
+    #[error("admin api not allowed from this address")]
+    AdminAddressNotAllowed,
     /// 429: this address failed authentication too often.
     #[error("locked out for {0:?}")]
     LockedOut(std::time::Duration),
@@ -109,7 +115,11 @@ impl ApiError {
             InvalidApiKey(_) | MultipleCredentials | CredentialInQuery | AdminUnauthorized(_) => {
                 StatusCode::UNAUTHORIZED
             }
-            EndpointNotAllowed(_) | ModelNotAllowed(_) | UserDisabled => StatusCode::FORBIDDEN,
+            EndpointNotAllowed(_)
+            | ModelNotAllowed(_)
+            | UserDisabled
+            | AdminRoleInsufficient(_)
+            | AdminAddressNotAllowed => StatusCode::FORBIDDEN,
             LockedOut(_) | RateLimited(_) | RequestTooLarge(_) | QuotaExceeded(_) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -132,6 +142,8 @@ impl ApiError {
                 "invalid_api_key"
             }
             EndpointNotAllowed(_) => "endpoint_not_allowed",
+            AdminRoleInsufficient(_) => "admin_role_insufficient",
+            AdminAddressNotAllowed => "admin_address_not_allowed",
             LockedOut(_) => "too_many_failed_attempts",
             RateLimited(_) | RequestTooLarge(_) => "rate_limit_exceeded",
             QuotaExceeded(_) => "insufficient_quota",
@@ -192,7 +204,11 @@ impl ApiError {
             CredentialInQuery => {
                 "Credentials are not accepted in the query string; send them in a header.".into()
             }
-            AdminUnauthorized(_) => "The admin API needs the master key.".into(),
+            AdminUnauthorized(_) => {
+                "The admin API needs an admin credential: the master key, a gateway key created with an `admin_role`, or an identity token whose roles map to an admin role.".into()
+            }
+            AdminRoleInsufficient(_) => "Your admin role does not allow this.".into(),
+            AdminAddressNotAllowed => "The admin API is not reachable from your address.".into(),
             LockedOut(d) => format!(
                 "Too many failed authentication attempts from your address; try again in {} seconds.",
                 d.as_secs().max(1)

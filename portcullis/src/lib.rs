@@ -74,6 +74,8 @@ pub struct Inner {
     pub config: Config,
     /// Access rules; replaced on reload while requests in flight keep theirs.
     pub rules: arc_swap::ArcSwap<authz::rules::Rules>,
+    /// Ownership settings (`ownership:`, `forward_user_id`); replaced on reload.
+    pub ownership: arc_swap::ArcSwap<authz::ownership::OwnershipConfig>,
     /// The store.
     pub store: SharedStore,
     /// Credential checks and the key cache.
@@ -201,9 +203,10 @@ async fn models_method() -> Response {
 }
 
 /// The whole HTTP surface. Authentication wraps every route; only
-/// [`authn::PUBLIC_ROUTES`] pass without a credential.
+/// [`authn::PUBLIC_ROUTES`] pass without a credential. With `admin.listen`
+/// set, the admin API is not part of it (see [`admin_router`]).
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let mut app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route(
@@ -215,9 +218,24 @@ pub fn router(state: AppState) -> Router {
             get(proxy::get_model).fallback(models_method),
         )
         .route("/v1/{*rest}", any(proxy::handle))
-        .route("/providers/{provider}/{*rest}", any(proxy::handle))
-        .nest("/admin", admin::router())
-        .fallback(not_found)
+        .route("/providers/{provider}/{*rest}", any(proxy::handle));
+    if state.config.admin.listen.is_none() {
+        app = app.nest("/admin", admin::router());
+    }
+    layered(app, state)
+}
+
+/// The admin API alone (and the health checks), for `admin.listen`.
+pub fn admin_router(state: AppState) -> Router {
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .nest("/admin", admin::router());
+    layered(app, state)
+}
+
+fn layered(app: Router<AppState>, state: AppState) -> Router {
+    app.fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authn::layer))
         .layer(middleware::from_fn(request_id))

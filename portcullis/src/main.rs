@@ -242,6 +242,11 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
     let addr = listener.local_addr()?;
+    let admin_listener = server::bind_admin(&cfg).await?;
+    let admin_addr = admin_listener
+        .as_ref()
+        .map(tokio::net::TcpListener::local_addr)
+        .transpose()?;
     let mut gateway = server::build(cfg, None).await?;
     if let Some(key) = gateway.generated_master_key.take() {
         eprintln!(
@@ -255,7 +260,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         "http"
     };
     tracing::info!(%addr, providers = gateway.state.config.providers.len(), "portcullis listening on {scheme}://{addr}");
-    server::serve(listener, gateway, server::shutdown_signal()).await
+    if let Some(a) = admin_addr {
+        tracing::info!(addr = %a, "admin API listening on {scheme}://{a} (and not on the main address)");
+    }
+    server::serve(listener, admin_listener, gateway, server::shutdown_signal()).await
 }
 
 async fn quickstart(listen: SocketAddr) -> anyhow::Result<()> {

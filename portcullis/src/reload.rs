@@ -1,6 +1,7 @@
 //! Live reload: `SIGHUP` or `POST /admin/reload` re-reads the configuration
 //! file, validates all of it, and swaps in what can change while serving
-//! (the access rules, and the TLS certificates). An invalid file is refused and the running
+//! (the access rules, the ownership settings, the admin roles and address
+//! allowlist, and the TLS certificates). An invalid file is refused and the running
 //! configuration stays. Requests in flight keep the rules they started with.
 
 use serde::Serialize;
@@ -56,6 +57,9 @@ pub fn reload(state: &AppState) -> Result<ReloadReport, ConfigErrors> {
     if differs(&old.auth, &new.auth) || differs(&old.master_key, &new.master_key) {
         restart.push("auth");
     }
+    if old.admin.listen != new.admin.listen {
+        restart.push("admin.listen");
+    }
     if differs(&old.server, &new.server)
         || differs(&old.ledger, &new.ledger)
         || differs(&old.log, &new.log)
@@ -64,6 +68,8 @@ pub fn reload(state: &AppState) -> Result<ReloadReport, ConfigErrors> {
     }
     let rules = new.rules.rules.len();
     state.rules.store(std::sync::Arc::new(new.rules));
+    state.authn.set_admin_config(&new.admin);
+    state.ownership.store(std::sync::Arc::new(new.ownership));
     if let Some(tls) = &state.tls {
         // Errors are logged there; the certificates in use stay.
         let _ = tls.reload();
@@ -87,13 +93,27 @@ pub async fn on_sighup(state: AppState) {
         else {
             return;
         };
+        let actor = crate::authn::Admin::signal("sighup");
         while hup.recv().await.is_some() {
-            if let Err(e) = reload(&state) {
-                tracing::error!(errors = %e, "reload refused: the running configuration stays");
-                // Certificates live in their own files: renew them even when the
-                // configuration file is being edited.
-                if let Some(tls) = &state.tls {
-                    let _ = tls.reload();
+            match reload(&state) {
+                Ok(report) => {
+                    crate::admin::audit_change(
+                        &state,
+                        &actor,
+                        "config_reloaded",
+                        "config".into(),
+                        None,
+                        serde_json::to_value(&report).ok(),
+                    )
+                    .await;
+                }
+                Err(e) => {
+                    tracing::error!(errors = %e, "reload refused: the running configuration stays");
+                    // Certificates live in their own files: renew them even when the
+                    // configuration file is being edited.
+                    if let Some(tls) = &state.tls {
+                        let _ = tls.reload();
+                    }
                 }
             }
         }

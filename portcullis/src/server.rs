@@ -27,7 +27,7 @@ use crate::proxy::upstream::Upstreams;
 use crate::secret::Secret;
 use crate::store::{self, SharedStore};
 use crate::tls::{self, PeerCertificate, TlsError, TlsState};
-use crate::{AppState, Inner, router};
+use crate::{AppState, Inner, admin_router, router};
 
 /// Setting under which a generated master key's digest is stored.
 pub const MASTER_KEY_SETTING: &str = "master_key_sha256";
@@ -87,6 +87,7 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
         clock.clone(),
         master_digest,
         &config.auth,
+        &config.admin,
         audit,
     );
     if config.auth.disabled {
@@ -105,10 +106,12 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
         );
     }
     let rules = arc_swap::ArcSwap::from_pointee(config.rules.clone());
+    let ownership = arc_swap::ArcSwap::from_pointee(config.ownership.clone());
     let limits = crate::limits::Limiter::new(&config, store.clone(), clock.clone());
     limits.load_overrides().await?;
     let state = AppState::new(Inner {
         rules,
+        ownership,
         config,
         store,
         authn,
@@ -166,10 +169,28 @@ fn decode_hex(hex: &str) -> anyhow::Result<[u8; 32]> {
     Ok(out)
 }
 
+/// Waits for a connection on the main listener or the admin listener; true
+/// when it came to the admin listener.
+async fn accept(
+    main: &TcpListener,
+    admin: Option<&TcpListener>,
+) -> (std::io::Result<(tokio::net::TcpStream, SocketAddr)>, bool) {
+    match admin {
+        None => (main.accept().await, false),
+        Some(a) => tokio::select! {
+            r = main.accept() => (r, false),
+            r = a.accept() => (r, true),
+        },
+    }
+}
+
 /// Serves until `shutdown` resolves, then drains connections (up to the grace
-/// period), aborts what is left, and flushes the ledger.
+/// period), aborts what is left, and flushes the ledger. `admin_listener`
+/// (for `admin.listen`) serves the admin API only; the main listener then
+/// serves everything else.
 pub async fn serve(
     listener: TcpListener,
+    admin_listener: Option<TcpListener>,
     gateway: Gateway,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -181,6 +202,7 @@ pub async fn serve(
     } = gateway;
     let grace = state.config.server.shutdown_grace;
     let app = router(state.clone());
+    let admin_app = admin_listener.as_ref().map(|_| admin_router(state.clone()));
     let limit = Arc::new(Semaphore::new(state.config.server.max_connections));
     let sighup = tokio::spawn(crate::reload::on_sighup(state.clone()));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -193,10 +215,10 @@ pub async fn serve(
             () = &mut shutdown => break,
             p = limit.clone().acquire_owned() => p?,
         };
-        let (stream, peer) = tokio::select! {
+        let (stream, peer, to_admin) = tokio::select! {
             () = &mut shutdown => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
+            (r, to_admin) = accept(&listener, admin_listener.as_ref()) => match r {
+                Ok((s, p)) => (s, p, to_admin),
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -205,7 +227,10 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
+        let app = match (&admin_app, to_admin) {
+            (Some(a), true) => a.clone(),
+            _ => app.clone(),
+        };
         let builder = builder.clone();
         let watcher = graceful.watcher();
         // The TLS configuration of this connection is the one in force when it
@@ -232,6 +257,7 @@ pub async fn serve(
         while conns.try_join_next().is_some() {}
     }
     drop(listener);
+    drop(admin_listener);
     let _ = stopping_tx.send(());
     tracing::info!(in_flight = conns.len(), grace = ?grace, "shutting down: no new connections; letting in-flight requests finish");
     tokio::select! {
@@ -243,6 +269,7 @@ pub async fn serve(
     conns.shutdown().await;
     sighup.abort();
     drop(app);
+    drop(admin_app);
     drop(state);
     writer.flush_and_stop().await;
     audit_writer.flush_and_stop().await;
@@ -305,6 +332,8 @@ pub async fn shutdown_signal() {
 pub struct Running {
     /// Bound address.
     pub addr: SocketAddr,
+    /// The admin listener's bound address, when `admin.listen` is set.
+    pub admin_addr: Option<SocketAddr>,
     /// Shared state (store, config, ...).
     pub state: AppState,
     /// Generated master key, if any.
@@ -345,19 +374,35 @@ impl Running {
     }
 }
 
+/// Binds `admin.listen`, when set.
+pub async fn bind_admin(config: &Config) -> anyhow::Result<Option<TcpListener>> {
+    match config.admin.listen {
+        None => Ok(None),
+        Some(a) => Ok(Some(TcpListener::bind(a).await.map_err(|e| {
+            anyhow::anyhow!("cannot listen on {a} (admin.listen): {e}")
+        })?)),
+    }
+}
+
 /// Builds and serves a gateway on `config.listen` in a background task.
 pub async fn spawn(config: Config, clock: Option<SharedClock>) -> anyhow::Result<Running> {
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
+    let admin_listener = bind_admin(&config).await?;
+    let admin_addr = admin_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
     let mut gateway = build(config, clock).await?;
     let generated_master_key = gateway.generated_master_key.take();
     let state = gateway.state.clone();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve(listener, gateway, async move {
+    let task = tokio::spawn(serve(listener, admin_listener, gateway, async move {
         let _ = stop_rx.await;
     }));
     Ok(Running {
         addr,
+        admin_addr,
         state,
         generated_master_key,
         stop: Some(stop_tx),

@@ -421,7 +421,7 @@ async fn concurrent_requests_are_each_recorded_exactly_once() {
         assert_eq!(rows[0].completion_tokens, Some(20));
     }
     let summary = store
-        .usage_summary(UsageGroup::Key, None, None)
+        .usage_summary(UsageGroup::Key, None, None, None)
         .await
         .unwrap();
     let mine = summary

@@ -468,6 +468,17 @@ async fn unknown_ids_are_404() {
     admin_ok(&h, "DELETE", &format!("/keys/{id}"), None, 200).await;
     let resp = admin(&h, "POST", &format!("/keys/{id}/rotate"), Some(json!({}))).await;
     assert_error(resp, 404, "not_found").await;
+    // Nor changed: a revoked key stays as it was revoked.
+    let resp = admin(
+        &h,
+        "PATCH",
+        &format!("/keys/{id}"),
+        Some(json!({"expires_at": null})),
+    )
+    .await;
+    assert_error(resp, 400, "invalid_request").await;
+    let shown = admin_ok(&h, "GET", &format!("/keys/{id}"), None, 200).await;
+    assert_eq!(shown["status"], "revoked");
     assert_eq!(list_all_ids(&h).await, vec![id]);
     h.stop().await;
 }
@@ -746,6 +757,31 @@ async fn openapi_document_describes_the_admin_api() {
         }
     }
     assert!(v["components"]["securitySchemes"].is_object());
+    // Every schema the document refers to is in it.
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r.clone());
+                }
+                m.values().for_each(|x| refs(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&v, &mut all);
+    assert!(!all.is_empty());
+    let schemas = v["components"]["schemas"].as_object().unwrap();
+    let dangling: Vec<&String> = all
+        .iter()
+        .filter(|r| {
+            r.strip_prefix("#/components/schemas/")
+                .is_none_or(|name| !schemas.contains_key(name))
+        })
+        .collect();
+    assert!(dangling.is_empty(), "unresolved references: {dangling:?}");
     h.stop().await;
 }
 

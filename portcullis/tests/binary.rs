@@ -1103,3 +1103,67 @@ async fn quickstart_prints_a_working_key_and_stops_on_ctrl_c() {
         "the gateway still answers after Ctrl-C"
     );
 }
+
+/// SIGHUP re-reads the file like `POST /admin/reload` and leaves an audit
+/// event whose actor is `sighup`; a bad file on SIGHUP changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_and_is_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = mock_provider::MockProvider::start(
+        "127.0.0.1:0".parse().unwrap(),
+        mock_provider::MockOptions::default(),
+    )
+    .await
+    .unwrap();
+    let db = dir.path().join("portcullis.db");
+    let base = procs::config_yaml(&db, &mock.base_url(), "[gpt-4o-mini]", true);
+    let cfg = write(dir.path(), "gw.yaml", &base);
+    let env = [
+        ("PORTCULLIS_MASTER_KEY", MASTER),
+        ("TEST_PROVIDER_KEY", PROVIDER_KEY),
+    ];
+    let gw = serve("gateway", dir.path(), dir.path(), &["--config", &cfg], &env).await;
+    let http = reqwest::Client::new();
+    let reloads = || async {
+        let v: Value = http
+            .get(format!("{}/admin/audit", gw.url))
+            .bearer_auth(MASTER)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "config_reloaded")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert!(reloads().await.is_empty());
+    gw.proc.signal("HUP");
+    let mut events = Vec::new();
+    for _ in 0..200 {
+        events = reloads().await;
+        if !events.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["actor"], "sighup");
+    assert_eq!(events[0]["target"], "config");
+    // A broken file: refused and logged, no new event, the gateway still serves.
+    write(dir.path(), "gw.yaml", &format!("{base}rules: [nonsense\n"));
+    gw.proc.signal("HUP");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(reloads().await.len(), 1);
+    let resp = http
+        .get(format!("{}/healthz", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}

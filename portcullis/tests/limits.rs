@@ -514,6 +514,24 @@ async fn keys_and_teams_carry_their_own_limits_and_budget() {
         .await
         .unwrap();
     assert_eq!(teams["data"][0]["id"], "red", "{teams}");
+    let audit: Value = h
+        .http
+        .get(format!("{}/admin/audit", h.url))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        audit["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "team_updated" && e["target"] == "team:red"),
+        "{audit}"
+    );
     let b: Value = h
         .http
         .get(format!("{}/admin/budgets", h.url))

@@ -1277,3 +1277,433 @@ async fn families_beyond_the_mock_forms_and_the_native_surface() {
     .await;
     h.stop().await;
 }
+
+const JWT_SECRET: &str = "an-hs256-secret-of-at-least-thirty-two-bytes!";
+
+fn jwt(sub: &str, team: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"iss": "https://idp.example.test", "aud": "gw", "sub": sub, "team": team, "exp": now + 600, "iat": now}),
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// Identity-provider users own what they create (scope `user` by default for
+/// them): another user of the same team — or a gateway key of that team — sees
+/// nothing of it, in the path, the body or a list; the owner is `user:<id>`.
+#[tokio::test]
+async fn jwt_users_own_their_resources() {
+    let h = Harness::start_with(opts(&format!(
+        "auth:\n  lockout: {{enabled: false}}\n  jwt:\n    - name: idp\n      issuer: https://idp.example.test\n      hs256_secret: {JWT_SECRET}\n      audiences: [gw]\n      algorithms: [HS256]\n      team_claim: team\nrules:\n  - subjects: [\"*\"]\n    models: [\"openai/*\"]\n"
+    )))
+    .await;
+    let alice = jwt("alice", "red");
+    let bob = jwt("bob", "red");
+    let (_, red_key) = h.create_key(json!({"team": "red", "user": "alice"})).await;
+    let f = upload(&h, &alice, "a.txt", b"alice's", "assistants").await;
+    assert_eq!(records(&h, "file", &f).await[0].owner, "user:idp:alice");
+    let thread = id(&ok(&h, &alice, "POST", "/v1/threads", Some(json!({}))).await);
+    ok(&h, &alice, "GET", &format!("/v1/files/{f}"), None).await;
+    for other in [&bob, &red_key] {
+        hidden(&h, other, "GET", &format!("/v1/files/{f}"), None).await;
+        hidden(&h, other, "DELETE", &format!("/v1/files/{f}"), None).await;
+        hidden(
+            &h,
+            other,
+            "GET",
+            &format!("/v1/threads/{thread}/messages"),
+            None,
+        )
+        .await;
+        hidden(
+            &h,
+            other,
+            "POST",
+            "/v1/threads",
+            Some(json!({"tool_resources": {"code_interpreter": {"file_ids": [f]}}})),
+        )
+        .await;
+        assert_eq!(
+            ok(&h, other, "GET", "/v1/files", None).await["data"],
+            json!([])
+        );
+    }
+    let listed = ok(&h, &alice, "GET", "/v1/files", None).await;
+    assert_eq!(listed["data"][0]["id"], f.as_str());
+    h.stop().await;
+}
+
+/// Ownership settings change on reload: `allow_unmanaged_ids` turned on lets an
+/// ID the gateway never issued through; turned off again, it is 404.
+#[tokio::test]
+async fn ownership_settings_change_on_reload() {
+    let allow = |on: bool| format!("ownership:\n  allow_unmanaged_ids: {on}\n");
+    let fg = FileGateway::start("", &allow(false)).await;
+    let (_, key) = fg.create_key(json!({})).await;
+    let get = || {
+        fg.http
+            .get(format!("{}/v1/files/file-made-elsewhere", fg.url))
+            .bearer_auth(&key)
+            .send()
+    };
+    assert_eq!(get().await.unwrap().status(), 404);
+    assert_eq!(fg.mock.request_count(), 0);
+    fg.rewrite("", &allow(true));
+    assert_eq!(fg.reload(MASTER).await.status(), 200);
+    get().await.unwrap();
+    assert_eq!(
+        fg.mock.request_count(),
+        1,
+        "forwarded once unmanaged IDs are allowed"
+    );
+    fg.rewrite("", &allow(false));
+    assert_eq!(fg.reload(MASTER).await.status(), 200);
+    assert_eq!(get().await.unwrap().status(), 404);
+    assert_eq!(fg.mock.request_count(), 1);
+    fg.gw.shutdown().await.unwrap();
+}
+
+/// The families beyond files, assistants, vector stores, batches and
+/// responses — uploads, conversations, fine-tuning, containers, evals, videos,
+/// skills, voice consents — each created by A through the gateway: B's
+/// GET/POST/DELETE on A's IDs at every depth and B's bodies naming them are
+/// 404 with nothing forwarded; derived IDs (an upload's file, a job's
+/// checkpoint, a run's output item, a remix) are A's; B's lists are empty;
+/// what A deletes stays gone.
+#[tokio::test]
+async fn every_other_family_belongs_to_its_creator() {
+    let h = Harness::start_with(Opts {
+        allowed_endpoints: Some(format!(
+            "{}, fine_tuning, containers, evals, videos, skills]",
+            ALLOWED.trim_end_matches(']')
+        )),
+        ..Default::default()
+    })
+    .await;
+    let (a, b) = two_keys(&h).await;
+    let f = upload(&h, &a, "train.jsonl", b"{}\n", "fine-tune").await;
+    let hide_all = |paths: Vec<(&'static str, String, Option<Value>)>| {
+        let h = &h;
+        let b = b.clone();
+        async move {
+            for (m, p, body) in paths {
+                hidden(h, &b, m, &p, body).await;
+            }
+        }
+    };
+
+    // Uploads: parts and completion under an owned upload; the file it makes is A's.
+    let u = id(&ok(&h, &a, "POST", "/v1/uploads", Some(json!({"filename": "big.bin", "purpose": "assistants", "bytes": 8, "mime_type": "text/plain"}))).await);
+    let part = id(&ok(
+        &h,
+        &a,
+        "POST",
+        &format!("/v1/uploads/{u}/parts"),
+        Some(json!({})),
+    )
+    .await);
+    hide_all(vec![
+        ("POST", format!("/v1/uploads/{u}/parts"), Some(json!({}))),
+        (
+            "POST",
+            format!("/v1/uploads/{u}/complete"),
+            Some(json!({"part_ids": [part]})),
+        ),
+        ("POST", format!("/v1/uploads/{u}/cancel"), None),
+    ])
+    .await;
+    let done = ok(
+        &h,
+        &a,
+        "POST",
+        &format!("/v1/uploads/{u}/complete"),
+        Some(json!({"part_ids": [part]})),
+    )
+    .await;
+    let uf = done["file"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        records(&h, "file", &uf).await[0].owner,
+        records(&h, "upload", &u).await[0].owner
+    );
+    ok(&h, &a, "GET", &format!("/v1/files/{uf}"), None).await;
+    hidden(&h, &b, "GET", &format!("/v1/files/{uf}"), None).await;
+
+    // Conversations and their items; a response naming A's conversation.
+    let c = id(&ok(&h, &a, "POST", "/v1/conversations", Some(json!({}))).await);
+    let items = ok(
+        &h,
+        &a,
+        "POST",
+        &format!("/v1/conversations/{c}/items"),
+        Some(json!({"items": [{"type": "message", "role": "user", "content": "hi"}]})),
+    )
+    .await;
+    let item = items["data"][0]["id"].as_str().unwrap().to_owned();
+    assert!(
+        !records(&h, "item", &item).await.is_empty(),
+        "items are registered"
+    );
+    hide_all(vec![
+        ("GET", format!("/v1/conversations/{c}"), None),
+        (
+            "POST",
+            format!("/v1/conversations/{c}"),
+            Some(json!({"metadata": {}})),
+        ),
+        ("DELETE", format!("/v1/conversations/{c}"), None),
+        ("GET", format!("/v1/conversations/{c}/items"), None),
+        (
+            "POST",
+            format!("/v1/conversations/{c}/items"),
+            Some(json!({"items": []})),
+        ),
+        ("GET", format!("/v1/conversations/{c}/items/{item}"), None),
+        (
+            "DELETE",
+            format!("/v1/conversations/{c}/items/{item}"),
+            None,
+        ),
+        (
+            "POST",
+            "/v1/responses".into(),
+            Some(json!({"model": "gpt-4o-mini", "input": "hi", "conversation": c})),
+        ),
+    ])
+    .await;
+
+    // Fine-tuning: B may not train on A's file; A's job, checkpoints and events are A's.
+    hidden(
+        &h,
+        &b,
+        "POST",
+        "/v1/fine_tuning/jobs",
+        Some(json!({"model": "gpt-4o-mini", "training_file": f})),
+    )
+    .await;
+    let j = id(&ok(
+        &h,
+        &a,
+        "POST",
+        "/v1/fine_tuning/jobs",
+        Some(json!({"model": "gpt-4o-mini", "training_file": f})),
+    )
+    .await);
+    let ck = ok(
+        &h,
+        &a,
+        "GET",
+        &format!("/v1/fine_tuning/jobs/{j}/checkpoints"),
+        None,
+    )
+    .await;
+    let ck = ck["data"][0]["id"].as_str().unwrap().to_owned();
+    assert!(!records(&h, "fine_tuning_checkpoint", &ck).await.is_empty());
+    hide_all(vec![
+        ("GET", format!("/v1/fine_tuning/jobs/{j}"), None),
+        ("POST", format!("/v1/fine_tuning/jobs/{j}/cancel"), None),
+        ("POST", format!("/v1/fine_tuning/jobs/{j}/pause"), None),
+        ("GET", format!("/v1/fine_tuning/jobs/{j}/checkpoints"), None),
+        ("GET", format!("/v1/fine_tuning/jobs/{j}/events"), None),
+        (
+            "GET",
+            format!("/v1/fine_tuning/checkpoints/{ck}/permissions"),
+            None,
+        ),
+    ])
+    .await;
+
+    // Containers and their files.
+    let cn = id(&ok(
+        &h,
+        &a,
+        "POST",
+        "/v1/containers",
+        Some(json!({"name": "sandbox"})),
+    )
+    .await);
+    let cf = id(&ok(
+        &h,
+        &a,
+        "POST",
+        &format!("/v1/containers/{cn}/files"),
+        Some(json!({"file_id": f})),
+    )
+    .await);
+    hide_all(vec![
+        ("GET", format!("/v1/containers/{cn}"), None),
+        ("DELETE", format!("/v1/containers/{cn}"), None),
+        ("GET", format!("/v1/containers/{cn}/files"), None),
+        (
+            "POST",
+            format!("/v1/containers/{cn}/files"),
+            Some(json!({})),
+        ),
+        ("GET", format!("/v1/containers/{cn}/files/{cf}"), None),
+        ("DELETE", format!("/v1/containers/{cn}/files/{cf}"), None),
+        (
+            "GET",
+            format!("/v1/containers/{cn}/files/{cf}/content"),
+            None,
+        ),
+    ])
+    .await;
+
+    // Evals, their runs and the runs' output items.
+    let e = id(&ok(
+        &h,
+        &a,
+        "POST",
+        "/v1/evals",
+        Some(
+            json!({"name": "e", "data_source_config": {"type": "custom"}, "testing_criteria": []}),
+        ),
+    )
+    .await);
+    let r = id(&ok(
+        &h,
+        &a,
+        "POST",
+        &format!("/v1/evals/{e}/runs"),
+        Some(json!({"name": "r"})),
+    )
+    .await);
+    let oi = ok(
+        &h,
+        &a,
+        "GET",
+        &format!("/v1/evals/{e}/runs/{r}/output_items"),
+        None,
+    )
+    .await;
+    let oi = oi["data"][0]["id"].as_str().unwrap().to_owned();
+    hide_all(vec![
+        ("GET", format!("/v1/evals/{e}"), None),
+        (
+            "POST",
+            format!("/v1/evals/{e}"),
+            Some(json!({"name": "mine"})),
+        ),
+        ("DELETE", format!("/v1/evals/{e}"), None),
+        ("GET", format!("/v1/evals/{e}/runs"), None),
+        ("POST", format!("/v1/evals/{e}/runs"), Some(json!({}))),
+        ("GET", format!("/v1/evals/{e}/runs/{r}"), None),
+        ("DELETE", format!("/v1/evals/{e}/runs/{r}"), None),
+        ("GET", format!("/v1/evals/{e}/runs/{r}/output_items"), None),
+        (
+            "GET",
+            format!("/v1/evals/{e}/runs/{r}/output_items/{oi}"),
+            None,
+        ),
+    ])
+    .await;
+    ok(
+        &h,
+        &a,
+        "GET",
+        &format!("/v1/evals/{e}/runs/{r}/output_items/{oi}"),
+        None,
+    )
+    .await;
+
+    // Videos (a remix is the creator's too), skills, voice consents.
+    let v = id(&ok(
+        &h,
+        &a,
+        "POST",
+        "/v1/videos",
+        Some(json!({"prompt": "a cat"})),
+    )
+    .await);
+    let remix = id(&ok(
+        &h,
+        &a,
+        "POST",
+        &format!("/v1/videos/{v}/remix"),
+        Some(json!({"prompt": "a dog"})),
+    )
+    .await);
+    let s = id(&ok(&h, &a, "POST", "/v1/skills", Some(json!({"name": "s"}))).await);
+    let consent = id(&ok(
+        &h,
+        &a,
+        "POST",
+        "/v1/audio/voice_consents",
+        Some(json!({"name": "me"})),
+    )
+    .await);
+    hide_all(vec![
+        ("GET", format!("/v1/videos/{v}"), None),
+        ("DELETE", format!("/v1/videos/{v}"), None),
+        ("GET", format!("/v1/videos/{v}/content"), None),
+        (
+            "POST",
+            format!("/v1/videos/{v}/remix"),
+            Some(json!({"prompt": "x"})),
+        ),
+        ("GET", format!("/v1/videos/{remix}"), None),
+        ("GET", format!("/v1/skills/{s}"), None),
+        ("DELETE", format!("/v1/skills/{s}"), None),
+        ("GET", format!("/v1/skills/{s}/content"), None),
+        ("GET", format!("/v1/skills/{s}/versions"), None),
+        ("GET", format!("/v1/audio/voice_consents/{consent}"), None),
+        (
+            "DELETE",
+            format!("/v1/audio/voice_consents/{consent}"),
+            None,
+        ),
+    ])
+    .await;
+    ok(&h, &a, "GET", &format!("/v1/videos/{remix}"), None).await;
+
+    // Top-level lists: A sees its own, B nothing.
+    for (path, mine) in [
+        ("/v1/fine_tuning/jobs", &j),
+        ("/v1/containers", &cn),
+        ("/v1/evals", &e),
+        ("/v1/skills", &s),
+        ("/v1/audio/voice_consents", &consent),
+    ] {
+        let listed = ok(&h, &a, "GET", path, None).await;
+        let ids: Vec<&str> = listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, vec![mine.as_str()], "{path}");
+        assert_eq!(
+            ok(&h, &b, "GET", path, None).await["data"],
+            json!([]),
+            "{path}"
+        );
+    }
+    let listed = ok(&h, &a, "GET", "/v1/videos", None).await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 2);
+
+    // Deleted resources stay gone, for their owner too, without asking the provider.
+    for path in [
+        format!("/v1/conversations/{c}"),
+        format!("/v1/containers/{cn}"),
+        format!("/v1/evals/{e}"),
+        format!("/v1/videos/{v}"),
+        format!("/v1/skills/{s}"),
+    ] {
+        ok(&h, &a, "DELETE", &path, None).await;
+        hidden(&h, &a, "GET", &path, None).await;
+    }
+    hidden(
+        &h,
+        &a,
+        "GET",
+        &format!("/v1/containers/{cn}/files/{cf}"),
+        None,
+    )
+    .await;
+    hidden(&h, &a, "GET", &format!("/v1/evals/{e}/runs/{r}"), None).await;
+    h.stop().await;
+}

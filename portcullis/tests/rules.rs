@@ -354,39 +354,14 @@ async fn explain_answers_why() {
 
 #[tokio::test]
 async fn reload_swaps_rules_and_refuses_a_bad_file() {
-    let mock =
-        mock_provider::MockProvider::start("127.0.0.1:0".parse().unwrap(), Default::default())
-            .await
-            .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("portcullis.yaml");
-    let base = format!(
-        "listen: 127.0.0.1:0\ndatabase: sqlite://{}\nadmin:\n  master_key: {MASTER}\nauth:\n  lockout: {{enabled: false}}\nproviders:\n  - name: openai\n    kind: openai\n    base_url: {}\n    api_key: {PROVIDER_KEY}\n    models: [gpt-4o-mini, gpt-4o]\n",
-        dir.path().join("db.sqlite").display(),
-        mock.base_url()
-    );
     let rule = |model: &str| {
         format!("rules:\n  - subjects: [\"team:mobile\"]\n    models: [\"openai/{model}\"]\n")
     };
-    std::fs::write(&path, format!("{base}{}", rule("gpt-4o-mini"))).unwrap();
-    let gw = portcullis::server::spawn(Config::load(Some(&path)).unwrap(), None)
-        .await
-        .unwrap();
-    let url = gw.url();
-    let http = reqwest::Client::new();
-    let key: Value = http
-        .post(format!("{url}/admin/keys"))
-        .bearer_auth(MASTER)
-        .json(&json!({"team": "mobile"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = key["key"].as_str().unwrap().to_owned();
+    let fg = FileGateway::start("", &rule("gpt-4o-mini")).await;
+    let (_, key) = fg.create_key(json!({"team": "mobile"})).await;
     let chat = |model: &str| {
-        http.post(format!("{url}/v1/chat/completions"))
+        fg.http
+            .post(format!("{}/v1/chat/completions", fg.url))
             .bearer_auth(&key)
             .json(&chat_body(model))
             .send()
@@ -394,32 +369,17 @@ async fn reload_swaps_rules_and_refuses_a_bad_file() {
     assert_eq!(chat("gpt-4o-mini").await.unwrap().status(), 200);
     assert_eq!(chat("gpt-4o").await.unwrap().status(), 403);
     // New rules take effect on reload.
-    std::fs::write(&path, format!("{base}{}", rule("gpt-4o"))).unwrap();
-    let r: Value = http
-        .post(format!("{url}/admin/reload"))
-        .bearer_auth(MASTER)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    fg.rewrite("", &rule("gpt-4o"));
+    let r: Value = fg.reload(MASTER).await.json().await.unwrap();
     assert_eq!(r["reloaded"], true, "{r}");
     assert_eq!(chat("gpt-4o").await.unwrap().status(), 200);
     assert_eq!(chat("gpt-4o-mini").await.unwrap().status(), 403);
     // A bad file is refused with every error, and the old rules stay.
-    std::fs::write(
-        &path,
-        format!("{base}rules:\n  - subjects: [\"planet:mars\"]\n    models: [\"gpt-4o\"]\n"),
-    )
-    .unwrap();
-    let resp = http
-        .post(format!("{url}/admin/reload"))
-        .bearer_auth(MASTER)
-        .send()
-        .await
-        .unwrap();
-    let body = assert_error(resp, 400, "invalid_request").await;
+    fg.rewrite(
+        "",
+        "rules:\n  - subjects: [\"planet:mars\"]\n    models: [\"gpt-4o\"]\n",
+    );
+    let body = assert_error(fg.reload(MASTER).await, 400, "invalid_request").await;
     let msg = body["error"]["message"].as_str().unwrap();
     assert!(
         msg.contains("rules[0].subjects[0]") && msg.contains("rules[0].models[0]"),
@@ -430,5 +390,92 @@ async fn reload_swaps_rules_and_refuses_a_bad_file() {
         200,
         "old rules still in force"
     );
-    gw.shutdown().await.unwrap();
+    fg.gw.shutdown().await.unwrap();
+}
+
+/// `explain` and the real pipeline share one check function; this proves
+/// they agree: for keys with different lists and teams, models and requests,
+/// explain's status and code are exactly what the real request gets.
+#[tokio::test]
+async fn explain_agrees_with_the_real_pipeline() {
+    let h = Harness::start_with(Opts {
+        top_extra: RULES.into(),
+        ..Default::default()
+    })
+    .await;
+    let keys = [
+        json!({"team": "mobile"}),
+        json!({"team": "mobile", "models": ["gpt-4o"]}),
+        json!({"team": "mobile", "endpoints": ["embeddings"]}),
+        json!({"team": "web"}),
+        json!({"team": "mobile", "models": ["gpt-4o-mini"]}),
+    ];
+    let requests: &[(&str, &str, Option<&str>)] = &[
+        ("POST", "/v1/chat/completions", Some("gpt-4o-mini")),
+        ("POST", "/v1/chat/completions", Some("gpt-4o")),
+        ("POST", "/v1/chat/completions", Some("openai/gpt-4o-mini")),
+        ("POST", "/v1/chat/completions", Some("no-such-model")),
+        ("POST", "/v1/chat/completions", None),
+        ("POST", "/v1/embeddings", Some("text-embedding-3-small")),
+        ("GET", "/v1/files", None),
+        ("GET", "/v1/organization/users", None),
+        (
+            "POST",
+            "/providers/openai/chat/completions",
+            Some("gpt-4o-mini"),
+        ),
+        (
+            "POST",
+            "/providers/nope/chat/completions",
+            Some("gpt-4o-mini"),
+        ),
+    ];
+    let mut checked = 0;
+    for key_body in keys {
+        let (id, key) = h.create_key(key_body.clone()).await;
+        for (method, path, model) in requests {
+            let explained: Value = h
+                .http
+                .post(format!("{}/admin/explain", h.url))
+                .bearer_auth(MASTER)
+                .json(&json!({"key_id": id, "model": model, "request": format!("{method} {path}")}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let mut req = h
+                .http
+                .request(method.parse().unwrap(), format!("{}{path}", h.url))
+                .bearer_auth(&key);
+            if *method == "POST" {
+                let mut body =
+                    json!({"messages": [{"role": "user", "content": "hi"}], "input": "hi"});
+                if let Some(m) = model {
+                    body["model"] = json!(m);
+                }
+                req = req.json(&body);
+            }
+            let before = h.mock.request_count();
+            let resp = req.send().await.unwrap();
+            let forwarded = h.mock.request_count() > before;
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            let what = format!(
+                "{key_body} {method} {path} {model:?}: explain {explained}, real {status} {body}"
+            );
+            // "allow" means forwarded (the provider may still refuse it).
+            if forwarded {
+                assert_eq!(explained["decision"], "allow", "{what}");
+            } else {
+                assert_eq!(explained["decision"], "deny", "{what}");
+                assert_eq!(explained["status"], status, "{what}");
+                assert_eq!(explained["code"], body["error"]["code"], "{what}");
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 50);
+    h.stop().await;
 }

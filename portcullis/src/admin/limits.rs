@@ -100,7 +100,7 @@ pub async fn budgets(
             }
             let summary = state
                 .store
-                .usage_summary(group, Some(start), None)
+                .usage_summary(group, Some(start), None, None)
                 .await
                 .map_err(|e| ApiError::StoreUnavailable(e.to_string()))?;
             for r in summary {
@@ -319,7 +319,7 @@ pub async fn get_team(
     responses((status = 200, body = TeamView), (status = 400)))]
 pub async fn patch_team(
     State(state): State<AppState>,
-    _: Extension<Admin>,
+    Extension(admin): Extension<Admin>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -327,7 +327,13 @@ pub async fn patch_team(
     if id.is_empty() || id.len() > 256 {
         return Err(bad("A team id is 1 to 256 characters.".into()));
     }
-    let own = patch_own(&state, &format!("team:{id}"), (req.limits, req.budget)).await?;
+    let subject = format!("team:{id}");
+    let before = serde_json::to_value(state.limits.own(&subject)).ok();
+    let own = patch_own(&state, &subject, (req.limits, req.budget)).await?;
+    let after = serde_json::to_value(&own).ok();
+    if before != after {
+        super::audit_change(&state, &admin, "team_updated", subject, before, after).await;
+    }
     Ok(axum::Json(TeamView { id, own }).into_response())
 }
 
@@ -335,10 +341,17 @@ pub async fn patch_team(
 #[utoipa::path(delete, path = "/admin/teams/{id}", params(("id" = String, Path)), responses((status = 200, body = TeamView)))]
 pub async fn delete_team(
     State(state): State<AppState>,
-    _: Extension<Admin>,
+    Extension(admin): Extension<Admin>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    set_own(&state, &format!("team:{id}"), OwnLimits::default()).await?;
+    let subject = format!("team:{id}");
+    let old = state.limits.own(&subject);
+    if old != OwnLimits::default() {
+        set_own(&state, &subject, OwnLimits::default()).await?;
+        let before = serde_json::to_value(&old).ok();
+        let after = serde_json::to_value(OwnLimits::default()).ok();
+        super::audit_change(&state, &admin, "team_updated", subject, before, after).await;
+    }
     Ok(axum::Json(TeamView {
         id,
         own: OwnLimits::default(),

@@ -1,5 +1,11 @@
-//! The admin API under `/admin` (master key only): gateway keys, usage, and
-//! the OpenAPI document generated from these handlers.
+//! The admin API under `/admin`: gateway keys, users, usage, audit, reload,
+//! explain, and the OpenAPI document generated from these handlers.
+//!
+//! Who may call which route is decided before any handler runs
+//! ([`crate::authn::admin::access`]); a `team_admin` is further confined here
+//! to its own team's client keys, users and usage — anything else answers 404,
+//! exactly like something that does not exist. Every change is written to the
+//! audit log with its actor, target, and the object before and after.
 
 use axum::Extension;
 use axum::Router;
@@ -14,7 +20,7 @@ use utoipa::OpenApi;
 pub mod limits;
 
 use crate::AppState;
-use crate::authn::{Admin, keys};
+use crate::authn::{Admin, AdminRole, keys};
 use crate::clock::{parse_time, rfc3339};
 use crate::error::ApiError;
 use crate::store::{ApiKeyRecord, AuditEvent, KeyPatch, UsageGroup, UsageRow, UserRecord};
@@ -53,7 +59,7 @@ pub fn router() -> Router<AppState> {
 /// The OpenAPI document of the admin API.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Portcullis admin API", description = "Manage gateway keys and read usage. Every route needs the master key as `Authorization: Bearer <master key>`."),
+    info(title = "Portcullis admin API", description = "Manage gateway keys and users, read usage and the audit log. Every route needs an admin credential as `Authorization: Bearer <credential>`: the master key, a gateway key created with an `admin_role`, or an identity token whose roles map through `admin.roles`. Roles: `admin` (everything), `team_admin` (keys, users and usage of its own team), `viewer` (read usage and audit)."),
     paths(create_key, list_keys, get_key, update_key, revoke_key, rotate_key, usage, list_users, get_user, update_user, audit, reload, explain, crate::authz::ownership::admin::list_resources, openapi, limits::budgets, limits::stats, limits::list_teams, limits::get_team, limits::patch_team, limits::delete_team),
     components(schemas(crate::authz::ownership::admin::ResourceList, crate::store::ResourceRecord, ExplainRequest, crate::authz::explain::Explanation, crate::authz::explain::Stage, crate::reload::ReloadReport, UserList, PatchUser, AuditList, UserRecord, AuditEvent, CreateKey, PatchKey, RotateKey, KeyView, CreatedKey, KeyList, UsageList, UsageRow, UsageGroup, limits::BudgetList, limits::BudgetView, limits::LimiterStats, crate::limits::config::BudgetPeriod, crate::limits::config::LimitSet, crate::limits::config::OwnBudget, limits::TeamView, limits::TeamList, limits::PatchOwn)),
     modifiers(&MasterKeyAuth),
@@ -71,6 +77,48 @@ impl utoipa::Modify for MasterKeyAuth {
             "master_key",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
+        // The answers every admin route can give, whatever the handler does:
+        // written once here instead of on every path.
+        const COMMON: &[(&str, &str)] = &[
+            ("400", "Invalid query or body (OpenAI-shaped error)"),
+            (
+                "401",
+                "No admin credential (OpenAI-shaped error, `WWW-Authenticate: Bearer`)",
+            ),
+            (
+                "403",
+                "The admin role does not cover this route, or the address is not in `admin.allow_ips`",
+            ),
+            (
+                "429",
+                "The address failed authentication too often (`Retry-After`)",
+            ),
+            ("503", "The store is unavailable (`Retry-After`)"),
+        ];
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.patch,
+                &mut item.delete,
+                &mut item.put,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                for (status, description) in COMMON {
+                    op.responses
+                        .responses
+                        .entry((*status).to_owned())
+                        .or_insert_with(|| {
+                            utoipa::openapi::ResponseBuilder::new()
+                                .description(*description)
+                                .build()
+                                .into()
+                        });
+                }
+            }
+        }
     }
 }
 
@@ -119,6 +167,10 @@ pub struct CreateKey {
     /// Free-form JSON object.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
+    /// Makes this an admin key (`admin`, `team_admin` or `viewer`) instead of a
+    /// client key: it opens the admin API with that role and never calls models.
+    /// Only an `admin` may set it; a `team_admin` key needs a `team`.
+    pub admin_role: Option<AdminRole>,
     /// The key's own limits (replacing the units of `limits.defaults.key` it sets).
     pub limits: Option<crate::limits::config::LimitSet>,
     /// The key's own budget.
@@ -157,6 +209,10 @@ pub struct PatchKey {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Option<serde_json::Value>>,
+    /// Admin role (`null` makes it a client key again). Only an `admin` may change it.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<AdminRole>)]
+    pub admin_role: Option<Option<AdminRole>>,
     /// The key's own limits (replace; `null` removes).
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<crate::limits::config::LimitSet>)]
@@ -206,6 +262,8 @@ pub struct KeyView {
     pub metadata: serde_json::Value,
     /// Id of the key this one replaced.
     pub rotated_from: Option<String>,
+    /// `admin`, `team_admin` or `viewer` for an admin key; absent for a client key.
+    pub admin_role: Option<String>,
     /// The key's own limits, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limits: Option<crate::limits::config::LimitSet>,
@@ -262,9 +320,94 @@ fn view(k: &ApiKeyRecord, now_ms: i64) -> KeyView {
         created_at: rfc3339(k.created_at),
         metadata: k.metadata.clone(),
         rotated_from: k.rotated_from.clone(),
+        admin_role: k.admin_role.clone(),
         limits: None,
         budget: None,
     }
+}
+
+/// A key as the admin API shows it (with its own limits), for the audit log.
+fn view_json(state: &AppState, k: &ApiKeyRecord, now_ms: i64) -> serde_json::Value {
+    serde_json::to_value(limits::key_view(state, view(k, now_ms))).unwrap_or_default()
+}
+
+/// True when `admin` may see key `k`: a team admin sees its own team's client keys only.
+fn key_visible(admin: &Admin, k: &ApiKeyRecord) -> bool {
+    admin.team_scope().is_none() || (admin.sees_team(k.team.as_deref()) && k.admin_role.is_none())
+}
+
+/// A key the admin may see, else 404 (whether or not it exists).
+async fn visible_key(state: &AppState, admin: &Admin, id: &str) -> Result<ApiKeyRecord, ApiError> {
+    state
+        .store
+        .get_key(id)
+        .await
+        .map_err(store_err)?
+        .filter(|k| key_visible(admin, k))
+        .ok_or(ApiError::NotFound)
+}
+
+/// Writes an admin change to the audit log. The change has already been made,
+/// so a store failure here is logged as an error rather than answered.
+pub(crate) async fn audit_change(
+    state: &AppState,
+    admin: &Admin,
+    kind: &str,
+    target: String,
+    before: Option<serde_json::Value>,
+    after: Option<serde_json::Value>,
+) {
+    let event = AuditEvent {
+        id: None,
+        ts: state.clock.now_ms(),
+        kind: kind.to_owned(),
+        reason: kind.replace('_', " "),
+        client_ip: admin.client_ip().map(|ip| ip.to_string()),
+        credential_kind: None,
+        key_id: None,
+        issuer: None,
+        request_id: admin.request_id().map(str::to_owned),
+        path: None,
+        actor: Some(admin.actor().to_owned()),
+        target: Some(target),
+        before,
+        after,
+    };
+    if let Err(e) = state.store.insert_audit(std::slice::from_ref(&event)).await {
+        tracing::error!(kind, actor = admin.actor(), target = event.target.as_deref().unwrap_or(""), error = %e, "could not write an admin change to the audit log");
+    }
+}
+
+/// What a team admin may not do with a key's team and role.
+fn check_team_admin_write(
+    admin: &Admin,
+    team: Option<Option<&str>>,
+    admin_role_set: bool,
+) -> Result<(), ApiError> {
+    if admin_role_set && admin.role() != AdminRole::Admin {
+        return Err(ApiError::AdminRoleInsufficient(
+            "only an admin may grant admin roles",
+        ));
+    }
+    if let Some(own) = admin.team_scope()
+        && let Some(t) = team
+        && t != Some(own)
+    {
+        return Err(ApiError::AdminRoleInsufficient(
+            "a team admin manages its own team only",
+        ));
+    }
+    Ok(())
+}
+
+fn check_role_team(k: &ApiKeyRecord) -> Result<(), ApiError> {
+    if k.admin_role.as_deref() == Some(AdminRole::TeamAdmin.as_str()) && k.team.is_none() {
+        return Err(ApiError::BadRequest {
+            message: "A `team_admin` key needs a `team`.".into(),
+            param: Some("team"),
+        });
+    }
+    Ok(())
 }
 
 /// Parses a JSON body into `T`, answering 400 in OpenAI's shape.
@@ -345,10 +488,18 @@ fn created(key: crate::secret::Secret, record: &ApiKeyRecord, now: i64) -> Respo
     responses((status = 201, body = CreatedKey), (status = 400), (status = 401)))]
 pub async fn create_key(
     State(state): State<AppState>,
-    _: Extension<Admin>,
+    Extension(admin): Extension<Admin>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let req: CreateKey = parse_body(&body)?;
+    let mut req: CreateKey = parse_body(&body)?;
+    check_team_admin_write(
+        &admin,
+        req.team.as_deref().map(Some),
+        req.admin_role.is_some(),
+    )?;
+    if let Some(own) = admin.team_scope() {
+        req.team = Some(own.to_owned());
+    }
     check_lists(req.models.as_ref(), req.endpoints.as_ref())?;
     check_metadata(req.metadata.as_ref())?;
     let own = limits::checked_own(req.limits, req.budget)?;
@@ -367,16 +518,28 @@ pub async fn create_key(
         created_at: now,
         metadata: req.metadata.unwrap_or_else(|| serde_json::json!({})),
         rotated_from: None,
+        admin_role: req.admin_role.map(|r| r.as_str().to_owned()),
     };
+    check_role_team(&record)?;
     state.store.insert_key(&record).await.map_err(store_err)?;
     state.authn.invalidate(&record.id);
     if own != crate::limits::config::OwnLimits::default() {
         limits::set_own(&state, &format!("key:{}", record.id), own).await?;
     }
-    tracing::info!(key_id = %record.id, "key created");
+    tracing::info!(key_id = %record.id, actor = admin.actor(), "key created");
+    let shown = limits::key_view(&state, view(&record, now));
+    audit_change(
+        &state,
+        &admin,
+        "key_created",
+        format!("key:{}", record.id),
+        None,
+        serde_json::to_value(&shown).ok(),
+    )
+    .await;
     let body = CreatedKey {
         key: key.expose().to_owned(),
-        view: limits::key_view(&state, view(&record, now)),
+        view: shown,
     };
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }
@@ -426,14 +589,14 @@ fn parse_query<T: serde::de::DeserializeOwned + Default>(q: Option<&str>) -> Res
     responses((status = 200, body = KeyList), (status = 401)))]
 pub async fn list_keys(
     State(state): State<AppState>,
-    _: Extension<Admin>,
+    Extension(admin): Extension<Admin>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let q: ListQuery = parse_query(q.as_deref())?;
     let limit = page_limit(q.limit);
     let mut rows = state
         .store
-        .list_keys(q.after.as_deref(), limit + 1)
+        .list_keys(q.after.as_deref(), limit + 1, admin.team_scope())
         .await
         .map_err(store_err)?;
     let has_more = page(&mut rows, limit);
@@ -450,15 +613,10 @@ pub async fn list_keys(
     responses((status = 200, body = KeyView), (status = 404)))]
 pub async fn get_key(
     State(state): State<AppState>,
-    _: Extension<Admin>,
+    Extension(admin): Extension<Admin>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let k = state
-        .store
-        .get_key(&id)
-        .await
-        .map_err(store_err)?
-        .ok_or(ApiError::NotFound)?;
+    let k = visible_key(&state, &admin, &id).await?;
     Ok(axum::Json(limits::key_view(&state, view(&k, state.clock.now_ms()))).into_response())
 }
 
@@ -467,11 +625,24 @@ pub async fn get_key(
     responses((status = 200, body = KeyView), (status = 400), (status = 404)))]
 pub async fn update_key(
     State(state): State<AppState>,
-    _: Extension<Admin>,
+    Extension(admin): Extension<Admin>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: PatchKey = parse_body(&body)?;
+    let before = visible_key(&state, &admin, &id).await?;
+    if before.revoked_at.is_some() {
+        return Err(ApiError::BadRequest {
+            message: "The key is revoked and can no longer be changed; create a new one.".into(),
+            param: None,
+        });
+    }
+    let before_json = view_json(&state, &before, state.clock.now_ms());
+    check_team_admin_write(
+        &admin,
+        req.team.as_ref().map(Option::as_deref),
+        req.admin_role.is_some(),
+    )?;
     check_lists(
         req.models.as_ref().and_then(Option::as_ref),
         req.endpoints.as_ref().and_then(Option::as_ref),
@@ -492,7 +663,11 @@ pub async fn update_key(
         metadata: req
             .metadata
             .map(|m| m.unwrap_or_else(|| serde_json::json!({}))),
+        admin_role: req.admin_role.map(|r| r.map(|r| r.as_str().to_owned())),
     };
+    let mut merged = before.clone();
+    patch.apply(&mut merged);
+    check_role_team(&merged)?;
     let k = state
         .store
         .update_key(&id, &patch)
@@ -501,8 +676,19 @@ pub async fn update_key(
         .ok_or(ApiError::NotFound)?;
     state.authn.invalidate(&id);
     limits::patch_own(&state, &format!("key:{id}"), own_patch).await?;
-    tracing::info!(key_id = %id, "key updated");
-    Ok(axum::Json(limits::key_view(&state, view(&k, state.clock.now_ms()))).into_response())
+    tracing::info!(key_id = %id, actor = admin.actor(), "key updated");
+    let now = state.clock.now_ms();
+    let after = limits::key_view(&state, view(&k, now));
+    audit_change(
+        &state,
+        &admin,
+        "key_updated",
+        format!("key:{id}"),
+        Some(before_json),
+        serde_json::to_value(&after).ok(),
+    )
+    .await;
+    Ok(axum::Json(after).into_response())
 }
 
 /// Revokes a key; the very next request with it gets 401.
@@ -510,9 +696,10 @@ pub async fn update_key(
     responses((status = 200, body = KeyView), (status = 404)))]
 pub async fn revoke_key(
     State(state): State<AppState>,
-    _: Extension<Admin>,
+    Extension(admin): Extension<Admin>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    let before = visible_key(&state, &admin, &id).await?;
     let now = state.clock.now_ms();
     let revoked = state.store.revoke_key(&id, now).await.map_err(store_err)?;
     state.authn.invalidate(&id);
@@ -523,7 +710,16 @@ pub async fn revoke_key(
         .map_err(store_err)?
         .ok_or(ApiError::NotFound)?;
     if revoked {
-        tracing::info!(key_id = %id, "key revoked");
+        tracing::info!(key_id = %id, actor = admin.actor(), "key revoked");
+        audit_change(
+            &state,
+            &admin,
+            "key_revoked",
+            format!("key:{id}"),
+            Some(view_json(&state, &before, now)),
+            Some(view_json(&state, &k, now)),
+        )
+        .await;
     }
     Ok(axum::Json(view(&k, now)).into_response())
 }
@@ -533,17 +729,12 @@ pub async fn revoke_key(
     responses((status = 201, body = CreatedKey), (status = 404)))]
 pub async fn rotate_key(
     State(state): State<AppState>,
-    _: Extension<Admin>,
+    Extension(admin): Extension<Admin>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: RotateKey = parse_body(&body)?;
-    let old = state
-        .store
-        .get_key(&id)
-        .await
-        .map_err(store_err)?
-        .ok_or(ApiError::NotFound)?;
+    let old = visible_key(&state, &admin, &id).await?;
     if old.revoked_at.is_some() {
         return Err(ApiError::NotFound);
     }
@@ -568,7 +759,20 @@ pub async fn rotate_key(
     }
     state.authn.invalidate(&id);
     state.authn.invalidate(&record.id);
-    tracing::info!(key_id = %id, new_key_id = %record.id, grace_seconds = req.grace_seconds, "key rotated");
+    tracing::info!(key_id = %id, new_key_id = %record.id, grace_seconds = req.grace_seconds, actor = admin.actor(), "key rotated");
+    let after = state.store.get_key(&id).await.ok().flatten();
+    audit_change(
+        &state,
+        &admin,
+        "key_rotated",
+        format!("key:{id}"),
+        Some(view_json(&state, &old, now)),
+        Some(serde_json::json!({
+            "old": after.map(|k| view_json(&state, &k, now)),
+            "new": view_json(&state, &record, now),
+        })),
+    )
+    .await;
     Ok(created(key, &record, now))
 }
 
@@ -587,7 +791,7 @@ struct UsageQuery {
     responses((status = 200, body = UsageList), (status = 400)))]
 pub async fn usage(
     State(state): State<AppState>,
-    _: Extension<Admin>,
+    Extension(admin): Extension<Admin>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let q: UsageQuery = parse_query(q.as_deref())?;
@@ -595,7 +799,12 @@ pub async fn usage(
     let until = time_bound(q.until, "until")?;
     let rows = state
         .store
-        .usage_summary(q.group_by.unwrap_or(UsageGroup::Key), since, until)
+        .usage_summary(
+            q.group_by.unwrap_or(UsageGroup::Key),
+            since,
+            until,
+            admin.team_scope(),
+        )
         .await
         .map_err(store_err)?;
     Ok(axum::Json(UsageList { data: rows }).into_response())
@@ -632,14 +841,14 @@ pub struct PatchUser {
     responses((status = 200, body = UserList), (status = 401)))]
 pub async fn list_users(
     State(state): State<AppState>,
-    _: Extension<Admin>,
+    Extension(admin): Extension<Admin>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let q: ListQuery = parse_query(q.as_deref())?;
     let limit = page_limit(q.limit);
     let mut rows = state
         .store
-        .list_users(q.after.as_deref(), limit + 1)
+        .list_users(q.after.as_deref(), limit + 1, admin.team_scope())
         .await
         .map_err(store_err)?;
     let has_more = page(&mut rows, limit);
@@ -655,15 +864,10 @@ pub async fn list_users(
     responses((status = 200, body = UserRecord), (status = 404)))]
 pub async fn get_user(
     State(state): State<AppState>,
-    _: Extension<Admin>,
+    Extension(admin): Extension<Admin>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let u = state
-        .store
-        .get_user(&id)
-        .await
-        .map_err(store_err)?
-        .ok_or(ApiError::NotFound)?;
+    let u = visible_user(&state, &admin, &id).await?;
     Ok(axum::Json(u).into_response())
 }
 
@@ -672,11 +876,39 @@ pub async fn get_user(
     responses((status = 200, body = UserRecord), (status = 400), (status = 404)))]
 pub async fn update_user(
     State(state): State<AppState>,
-    _: Extension<Admin>,
+    Extension(admin): Extension<Admin>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: PatchUser = parse_body(&body)?;
+    let sets_own_only = req.disabled.is_none() && (req.limits.is_some() || req.budget.is_some());
+    let before = match visible_user(&state, &admin, &id).await {
+        // A user the gateway has not seen yet (or one only named by keys' `user`) may still
+        // get own limits, from a full admin (its team is unknown, so team admins may not).
+        Err(ApiError::NotFound)
+            if sets_own_only && admin.require_admin("own limits of an unseen user").is_ok() =>
+        {
+            let own_patch = (req.limits, req.budget);
+            limits::check_patch(&own_patch)?;
+            let subject = format!("user:{id}");
+            let before = serde_json::to_value(state.limits.own(&subject)).ok();
+            let own = limits::patch_own(&state, &subject, own_patch).await?;
+            let after = serde_json::to_value(&own).ok();
+            if before != after {
+                audit_change(&state, &admin, "user_updated", subject, before, after).await;
+            }
+            return Ok(axum::Json(
+                serde_json::json!({"id": id, "limits": own.limits, "budget": own.budget}),
+            )
+            .into_response());
+        }
+        other => other?,
+    };
+    let before_json = serde_json::to_value(limits::UserView {
+        own: state.limits.own(&format!("user:{id}")),
+        user: before.clone(),
+    })
+    .ok();
     let own_patch = (req.limits, req.budget);
     limits::check_patch(&own_patch)?;
     let found = match req.disabled {
@@ -688,24 +920,39 @@ pub async fn update_user(
         None => state.store.get_user(&id).await.map_err(store_err)?,
     };
     let Some(u) = found else {
-        // A user the gateway has not seen yet (or one only named by keys) may still get own limits.
-        if req.disabled.is_none() && (own_patch.0.is_some() || own_patch.1.is_some()) {
-            let own = limits::patch_own(&state, &format!("user:{id}"), own_patch).await?;
-            return Ok(axum::Json(
-                serde_json::json!({"id": id, "limits": own.limits, "budget": own.budget}),
-            )
-            .into_response());
-        }
         return Err(ApiError::NotFound);
     };
     state.authn.invalidate_user(&id);
     limits::patch_own(&state, &format!("user:{id}"), own_patch).await?;
-    tracing::info!(user = %id, disabled = u.disabled, "user updated");
-    Ok(axum::Json(limits::UserView {
+    tracing::info!(user = %id, disabled = u.disabled, actor = admin.actor(), "user updated");
+    let after = limits::UserView {
         own: state.limits.own(&format!("user:{id}")),
         user: u,
-    })
-    .into_response())
+    };
+    let after_json = serde_json::to_value(&after).ok();
+    if after_json != before_json {
+        audit_change(
+            &state,
+            &admin,
+            "user_updated",
+            format!("user:{id}"),
+            before_json,
+            after_json,
+        )
+        .await;
+    }
+    Ok(axum::Json(after).into_response())
+}
+
+/// A user the admin may see (a team admin: its own team's), else 404.
+async fn visible_user(state: &AppState, admin: &Admin, id: &str) -> Result<UserRecord, ApiError> {
+    state
+        .store
+        .get_user(id)
+        .await
+        .map_err(store_err)?
+        .filter(|u| admin.sees_team(u.team.as_deref()))
+        .ok_or(ApiError::NotFound)
 }
 
 /// `GET /admin/audit`.
@@ -725,7 +972,7 @@ struct AuditQuery {
     limit: Option<usize>,
 }
 
-/// Authentication failures and lockouts, newest first (never the credential).
+/// Authentication failures, lockouts and admin changes, newest first (never a credential).
 #[utoipa::path(get, path = "/admin/audit",
     params(("since" = Option<String>, Query, description = "RFC 3339 or Unix seconds, inclusive"),
            ("until" = Option<String>, Query, description = "RFC 3339 or Unix seconds, exclusive"),
@@ -760,10 +1007,21 @@ pub async fn audit(
     responses((status = 200, body = crate::reload::ReloadReport), (status = 400, description = "invalid configuration; nothing changed")))]
 pub async fn reload(
     State(state): State<AppState>,
-    _: Extension<Admin>,
+    Extension(admin): Extension<Admin>,
 ) -> Result<Response, ApiError> {
     match crate::reload::reload(&state) {
-        Ok(report) => Ok(axum::Json(report).into_response()),
+        Ok(report) => {
+            audit_change(
+                &state,
+                &admin,
+                "config_reloaded",
+                "config".into(),
+                None,
+                serde_json::to_value(&report).ok(),
+            )
+            .await;
+            Ok(axum::Json(report).into_response())
+        }
         Err(e) => {
             tracing::error!(errors = %e, "reload refused: the running configuration stays");
             let list: Vec<String> = e.errors.iter().map(ToString::to_string).collect();

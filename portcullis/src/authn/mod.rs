@@ -17,6 +17,7 @@
 //! answered 429 ([`lockout`]); every failure is written to the audit log
 //! ([`audit`]) without the credential.
 
+pub mod admin;
 pub mod audit;
 pub mod jwt;
 pub mod keys;
@@ -34,11 +35,12 @@ use http::HeaderMap;
 use moka::sync::Cache;
 use subtle::ConstantTimeEq;
 
+pub use admin::{Admin, AdminRole};
 pub use principal::{CredentialKind, Principal};
 
 use crate::AppState;
 use crate::clock::SharedClock;
-use crate::config::AuthConfig;
+use crate::config::{AdminConfig, AuthConfig};
 use crate::error::ApiError;
 use crate::store::{AuditEvent, SharedStore, UserRecord};
 use crate::tls::{ClientCert, PeerCertificate};
@@ -65,10 +67,6 @@ const CREDENTIAL_QUERY_PARAMS: &[&str] = &[
     "x-goog-api-key",
     "authorization",
 ];
-
-/// Proof that the request carried the master key.
-#[derive(Debug, Clone, Copy)]
-pub struct Admin(());
 
 /// Why authentication failed, for the audit log (never the credential).
 #[derive(Debug)]
@@ -123,6 +121,8 @@ pub struct Authenticator {
     app_check: Option<AppCheckVerifier>,
     /// Requests whose App Check token was missing or invalid while App Check is optional.
     app_check_failures: std::sync::atomic::AtomicU64,
+    /// Admin role mapping and address allowlist; replaced on reload.
+    admin: arc_swap::ArcSwap<AdminConfig>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -138,6 +138,7 @@ impl Authenticator {
         clock: SharedClock,
         master_digest: [u8; 32],
         auth: &AuthConfig,
+        admin: &AdminConfig,
         audit: AuditLog,
     ) -> Self {
         let statics = auth
@@ -172,6 +173,7 @@ impl Authenticator {
                 .clone()
                 .map(|c| AppCheckVerifier::new(c, clock.clone())),
             app_check_failures: std::sync::atomic::AtomicU64::new(0),
+            admin: arc_swap::ArcSwap::from_pointee(admin.clone()),
             clock,
         }
     }
@@ -193,6 +195,11 @@ impl Authenticator {
     /// Forgets a user's cached state so the next request sees the store's.
     pub fn invalidate_user(&self, id: &str) {
         self.users.invalidate(id);
+    }
+
+    /// Swaps in a reloaded `admin:` section (roles, allowed addresses).
+    pub fn set_admin_config(&self, admin: &AdminConfig) {
+        self.admin.store(Arc::new(admin.clone()));
     }
 
     /// Drops a key from the cache so the next request sees the store's state.
@@ -400,6 +407,24 @@ impl Authenticator {
     }
 
     async fn api_key(&self, token: &str) -> Result<Principal, Refusal> {
+        let entry = self.key_entry(token).await?;
+        let (record, principal) = &*entry;
+        if record.admin_role.is_some() {
+            return Err(Refusal {
+                error: ApiError::InvalidApiKey("an admin key cannot call models"),
+                credential_kind: "api_key",
+                key_id: Some(record.id.clone()),
+                issuer: None,
+            });
+        }
+        Ok(principal.clone())
+    }
+
+    /// A valid (known, matching, unrevoked, unexpired) gateway key's cache entry.
+    async fn key_entry(
+        &self,
+        token: &str,
+    ) -> Result<Arc<(crate::store::ApiKeyRecord, Principal)>, Refusal> {
         let refuse = |reason, key_id: Option<&str>| Refusal {
             error: ApiError::InvalidApiKey(reason),
             credential_kind: "api_key",
@@ -427,7 +452,7 @@ impl Authenticator {
             }
         };
         let entry = cached.ok_or_else(|| refuse("unknown key", Some(id)))?;
-        let (record, principal) = &*entry;
+        let record = &entry.0;
         if !keys::verify(token, &record.digest) {
             return Err(refuse("digest mismatch", Some(id)));
         }
@@ -437,7 +462,7 @@ impl Authenticator {
         if record.expires_at.is_some_and(|t| self.clock.now_ms() >= t) {
             return Err(refuse("expired key", Some(id)));
         }
-        Ok(principal.clone())
+        Ok(entry)
     }
 
     /// Compares against every shared key in constant time (all are compared).
@@ -452,20 +477,82 @@ impl Authenticator {
         found
     }
 
-    /// Authenticates an admin request (master key only).
-    pub fn admin(&self, headers: &HeaderMap, query: Option<&str>) -> Result<Admin, Refusal> {
-        let refuse = |reason| Refusal {
+    /// Authenticates an admin request: the master key, a gateway key with an
+    /// `admin_role`, or an identity token whose roles map through
+    /// `admin.roles`. Any other credential is refused (401): a client key never
+    /// opens the admin API.
+    pub async fn admin(&self, headers: &HeaderMap, query: Option<&str>) -> Result<Admin, Refusal> {
+        let refuse = |reason, kind| Refusal {
             error: ApiError::AdminUnauthorized(reason),
-            credential_kind: "master_key",
+            credential_kind: kind,
             key_id: None,
             issuer: None,
         };
-        let token = credential(headers, query)?.ok_or_else(|| refuse("no credential"))?;
+        let token = credential(headers, query)?.ok_or_else(|| refuse("no credential", "none"))?;
         if keys::verify(token, &self.master_digest) {
-            Ok(Admin(()))
-        } else {
-            Err(refuse("not the master key"))
+            return Ok(Admin::master());
         }
+        if token.starts_with(keys::MASTER_PREFIX) {
+            return Err(refuse("not the master key", "master_key"));
+        }
+        if token.starts_with(keys::KEY_PREFIX) {
+            let entry = self.key_entry(token).await.map_err(|r| Refusal {
+                error: match r.error {
+                    ApiError::InvalidApiKey(why) => ApiError::AdminUnauthorized(why),
+                    other => other,
+                },
+                ..r
+            })?;
+            let record = &entry.0;
+            let not_admin = |why| Refusal {
+                error: ApiError::AdminUnauthorized(why),
+                credential_kind: "api_key",
+                key_id: Some(record.id.clone()),
+                issuer: None,
+            };
+            let role = record
+                .admin_role
+                .as_deref()
+                .and_then(AdminRole::parse)
+                .ok_or_else(|| not_admin("a client key cannot open the admin API"))?;
+            if role == AdminRole::TeamAdmin && record.team.is_none() {
+                return Err(not_admin("a team_admin key without a team"));
+            }
+            return Ok(Admin::new(
+                role,
+                record.team.clone(),
+                format!("key:{}", record.id),
+            ));
+        }
+        let roles = self.admin.load();
+        if !roles.roles.is_empty() && !self.jwt.is_empty() && JwtVerifier::looks_like_jwt(token) {
+            let p = self.jwt_user(token).await?;
+            let not_admin = |why| Refusal {
+                error: ApiError::AdminUnauthorized(why),
+                credential_kind: "jwt",
+                key_id: None,
+                issuer: p.issuer().map(str::to_owned),
+            };
+            let role = roles
+                .roles
+                .role_of(p.roles())
+                .ok_or_else(|| not_admin("the token carries no admin role"))?;
+            if role == AdminRole::TeamAdmin && p.team().is_none() {
+                return Err(not_admin("a team_admin token without a team"));
+            }
+            return Ok(Admin::new(
+                role,
+                p.team().map(str::to_owned),
+                format!("user:{}", p.user().unwrap_or("")),
+            ));
+        }
+        Err(refuse("not an admin credential", "unknown"))
+    }
+
+    /// True when `ip` may reach the admin API (`admin.allow_ips`, empty = anywhere).
+    fn admin_address_allowed(&self, ip: IpAddr) -> bool {
+        let admin = self.admin.load();
+        admin.allow_ips.is_empty() || admin.allow_ips.iter().any(|n| n.contains(&ip))
     }
 
     fn is_public(&self, path: &str) -> bool {
@@ -492,6 +579,7 @@ impl Authenticator {
             issuer: refusal.and_then(|r| r.issuer.clone()),
             request_id: Some(crate::request_id_of(req).to_string()),
             path: Some(path),
+            ..AuditEvent::default()
         });
     }
 }
@@ -570,9 +658,23 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
     let path = req.uri().path();
     let query = req.uri().query();
     let result = if path == "/admin" || path.starts_with("/admin/") {
-        authn.admin(req.headers(), query).map(|a| {
-            req.extensions_mut().insert(a);
-        })
+        if !authn.admin_address_allowed(ip) {
+            tracing::info!(client_ip = %ip, path = %path, "admin API refused: address not in admin.allow_ips");
+            return ApiError::AdminAddressNotAllowed.into_response();
+        }
+        let access = admin::access(req.method(), path);
+        match authn.admin(req.headers(), query).await {
+            Ok(a) if !access.admits(a.role()) => {
+                tracing::info!(actor = a.actor(), role = a.role().as_str(), path = %path, "admin route refused: role does not cover it");
+                return ApiError::AdminRoleInsufficient("route").into_response();
+            }
+            Ok(a) => {
+                let rid = crate::request_id_of(&req);
+                req.extensions_mut().insert(a.at(ip, rid));
+                Ok(())
+            }
+            Err(r) => Err(r),
+        }
     } else if authn.disabled {
         req.extensions_mut().insert(authn.anonymous.clone());
         Ok(())

@@ -121,70 +121,21 @@ pub async fn authorize(
     facts.group = Some(group.clone());
 
     let requested = requested_model(req.content_type, &req.body).await?;
-    let (provider, model) = match (req.surface, requested.as_deref()) {
-        (Surface::V1 { .. }, Some(m)) => {
-            let (p, bare) = resolve_model(config, m)?;
-            (p.clone(), Some(bare.to_owned()))
-        }
-        (Surface::V1 { .. }, None) => (
-            config
-                .default_provider()
-                .cloned()
-                .ok_or(ApiError::NotFound)?,
-            None,
-        ),
-        (Surface::Native { provider, .. }, m) => {
-            let p = config.provider(provider).ok_or(ApiError::NotFound)?;
-            let bare = m.map(|m| {
-                m.strip_prefix(p.name.as_str())
-                    .and_then(|r| r.strip_prefix('/'))
-                    .unwrap_or(m)
-            });
-            if let Some(b) = bare
-                && !p.serves(b)
-            {
-                return Err(ApiError::ModelNotFound(m.unwrap_or(b).to_owned()));
-            }
-            (p.clone(), bare.map(str::to_owned))
-        }
+    let native = match req.surface {
+        Surface::Native { provider, .. } => Some(provider),
+        Surface::V1 { .. } => None,
     };
-    facts.provider = Some(provider.name.clone());
-    facts.model.clone_from(&model);
-
-    if !provider.allows_endpoint(&group) {
-        return Err(ApiError::EndpointNotAllowed(group));
-    }
-    if let Some(list) = principal.endpoints()
-        && !list.contains(&group)
-    {
-        return Err(ApiError::EndpointNotAllowed(group));
-    }
-    if let (Some(globs), Some(m)) = (principal.models(), model.as_deref())
-        && !glob::model_allowed(globs, &provider.name, m)
-    {
-        return Err(ApiError::ModelNotAllowed(m.to_owned()));
-    }
-    match rules.decide(&principal, &provider.name, model.as_deref(), &group) {
-        rules::RuleDecision::Allowed(_) | rules::RuleDecision::NotConfigured => {}
-        rules::RuleDecision::Denied => {
-            return Err(match model.as_deref() {
-                Some(m) => ApiError::ModelNotAllowed(m.to_owned()),
-                None => ApiError::EndpointNotAllowed(group),
-            });
-        }
-    }
-    // A key limited to some models may not leave the choice to the provider's default.
-    if model.is_none()
-        && principal.models().is_some()
-        && endpoints::MODEL_GROUPS.contains(&group.as_str())
-    {
-        return Err(ApiError::BadRequest {
-            message:
-                "This key is limited to certain models, so the request must name one in `model`."
-                    .into(),
-            param: Some("model"),
-        });
-    }
+    let mut stop = Stop { facts };
+    let (provider, model) = check(
+        config,
+        rules,
+        &principal,
+        native,
+        &group,
+        requested.as_deref(),
+        &mut stop,
+    )?
+    .ok_or(ApiError::NotFound)?;
 
     let body = match (&model, &requested) {
         (Some(bare), Some(sent)) if bare != sent && !is_multipart(req.content_type) => {
@@ -207,6 +158,188 @@ pub async fn authorize(
         upstream_path,
         body,
     })
+}
+
+/// Where the checks of [`check`] report. [`authorize`] stops at the first
+/// refusal ([`Stop`]); `explain` records every stage and carries on. The
+/// detail closures run only for a recorder, so the request path builds no
+/// strings.
+pub(crate) trait Trace {
+    /// The route is known: provider and the model as sent upstream.
+    fn routed(&mut self, provider: &str, model: Option<&str>);
+    /// A stage passed.
+    fn pass(&mut self, stage: &'static str, detail: impl FnOnce() -> String);
+    /// A stage refused; `Err` ends the checks with that error. `detail`
+    /// replaces the error's message in a recorder.
+    fn refuse(
+        &mut self,
+        stage: &'static str,
+        error: ApiError,
+        detail: Option<&'static str>,
+    ) -> Result<(), ApiError>;
+    /// The rule (by index) that granted the request.
+    fn rule(&mut self, index: usize);
+}
+
+/// The request path's [`Trace`]: notes the route for the ledger, and the
+/// first refusal is the answer.
+struct Stop<'f> {
+    facts: &'f mut RouteFacts,
+}
+
+impl Trace for Stop<'_> {
+    fn routed(&mut self, provider: &str, model: Option<&str>) {
+        self.facts.provider = Some(provider.to_owned());
+        self.facts.model = model.map(str::to_owned);
+    }
+    fn pass(&mut self, _: &'static str, _: impl FnOnce() -> String) {}
+    fn refuse(
+        &mut self,
+        _: &'static str,
+        error: ApiError,
+        _: Option<&'static str>,
+    ) -> Result<(), ApiError> {
+        Err(error)
+    }
+    fn rule(&mut self, _: usize) {}
+}
+
+/// Where a request goes: the provider and the model as sent upstream.
+pub(crate) type Routed = (Arc<ProviderConfig>, Option<String>);
+
+/// Every check after the path, in pipeline order: routing, the provider's
+/// allowlist, the key's endpoints and models, the access rules, and a
+/// model-limited key naming a model. `native` is the provider named by a
+/// `/providers/{name}` path. `None` when routing refused and the trace
+/// carried on (there is nothing left to check without a provider).
+///
+/// `authorize` and `explain` both run exactly this, so they cannot drift.
+pub(crate) fn check<T: Trace>(
+    config: &Config,
+    rules: &rules::Rules,
+    principal: &Principal,
+    native: Option<&str>,
+    group: &str,
+    requested: Option<&str>,
+    t: &mut T,
+) -> Result<Option<Routed>, ApiError> {
+    let routed = match (native, requested) {
+        (None, Some(m)) => {
+            resolve_model(config, m).map(|(p, bare)| (p.clone(), Some(bare.to_owned())))
+        }
+        (None, None) => config
+            .default_provider()
+            .cloned()
+            .map(|p| (p, None))
+            .ok_or(ApiError::NotFound),
+        (Some(name), m) => match config.provider(name) {
+            None => Err(ApiError::NotFound),
+            Some(p) => {
+                let bare = m.map(|m| {
+                    m.strip_prefix(p.name.as_str())
+                        .and_then(|r| r.strip_prefix('/'))
+                        .unwrap_or(m)
+                });
+                match bare {
+                    Some(b) if !p.serves(b) => {
+                        Err(ApiError::ModelNotFound(m.unwrap_or(b).to_owned()))
+                    }
+                    _ => Ok((p.clone(), bare.map(str::to_owned))),
+                }
+            }
+        },
+    };
+    let (provider, model) = match routed {
+        Ok(r) => r,
+        Err(e) => {
+            t.refuse("routing", e, None)?;
+            return Ok(None);
+        }
+    };
+    t.routed(&provider.name, model.as_deref());
+    t.pass("routing", || match &model {
+        Some(b) => format!("model `{b}` is served by provider `{}`", provider.name),
+        None => format!("no model: the request goes to provider `{}`", provider.name),
+    });
+
+    if provider.allows_endpoint(group) {
+        t.pass("provider_allowlist", || {
+            format!("`{group}` is on provider `{}`'s allowlist", provider.name)
+        });
+    } else {
+        t.refuse(
+            "provider_allowlist",
+            ApiError::EndpointNotAllowed(group.to_owned()),
+            None,
+        )?;
+    }
+    match principal.endpoints() {
+        Some(list) if !list.iter().any(|g| g == group) => t.refuse(
+            "key_endpoints",
+            ApiError::EndpointNotAllowed(group.to_owned()),
+            None,
+        )?,
+        Some(list) => t.pass("key_endpoints", || {
+            format!("the key's endpoints {list:?} include `{group}`")
+        }),
+        None => t.pass("key_endpoints", || {
+            "the key does not restrict endpoints".into()
+        }),
+    }
+    match (principal.models(), model.as_deref()) {
+        (Some(globs), Some(m)) if !glob::model_allowed(globs, &provider.name, m) => {
+            t.refuse("key_models", ApiError::ModelNotAllowed(m.to_owned()), None)?
+        }
+        (Some(globs), Some(_)) => t.pass("key_models", || {
+            format!("the key's models {globs:?} allow it")
+        }),
+        _ => t.pass("key_models", || {
+            "the key does not restrict models here".into()
+        }),
+    }
+    match rules.decide(principal, &provider.name, model.as_deref(), group) {
+        rules::RuleDecision::Allowed(i) => {
+            t.rule(i);
+            t.pass("rules", || {
+                let text = rules.rules.get(i).map(|r| r.describe()).unwrap_or_default();
+                format!("allowed by {text}")
+            });
+        }
+        rules::RuleDecision::NotConfigured => t.pass("rules", || {
+            "no `rules` section: keys are governed by their own lists".into()
+        }),
+        rules::RuleDecision::Denied => t.refuse(
+            "rules",
+            match model.as_deref() {
+                Some(m) => ApiError::ModelNotAllowed(m.to_owned()),
+                None => ApiError::EndpointNotAllowed(group.to_owned()),
+            },
+            Some(if rules.configured {
+                "no rule grants this subject, model and endpoint group"
+            } else {
+                "no `rules` section: identity-provider users get nothing until a rule grants them"
+            }),
+        )?,
+    }
+    // A key limited to some models may not leave the choice to the provider's default.
+    if model.is_none() && principal.models().is_some() && endpoints::MODEL_GROUPS.contains(&group) {
+        t.refuse(
+            "model_required",
+            ApiError::BadRequest {
+                message:
+                    "This key is limited to certain models, so the request must name one in `model`."
+                        .into(),
+                param: Some("model"),
+            },
+            None,
+        )?;
+    } else {
+        t.pass("model_required", || match model.as_deref() {
+            Some(m) => format!("the request names `{m}`"),
+            None => "no model needed here".into(),
+        });
+    }
+    Ok(Some((provider, model)))
 }
 
 /// `provider/model` names the provider; a bare name goes to the first provider listing it.

@@ -53,6 +53,8 @@ pub struct ApiKeyRecord {
     pub metadata: serde_json::Value,
     /// The key this one replaced by rotation.
     pub rotated_from: Option<String>,
+    /// `admin`, `team_admin` or `viewer` for an admin key; `None` for a client key.
+    pub admin_role: Option<String>,
 }
 
 /// A partial update of a key; `None` leaves a field alone, `Some(None)` clears it.
@@ -72,6 +74,8 @@ pub struct KeyPatch {
     pub expires_at: Option<Option<i64>>,
     /// New metadata.
     pub metadata: Option<serde_json::Value>,
+    /// New admin role.
+    pub admin_role: Option<Option<String>>,
 }
 
 impl KeyPatch {
@@ -97,6 +101,9 @@ impl KeyPatch {
         }
         if let Some(v) = &self.metadata {
             k.metadata = v.clone();
+        }
+        if let Some(v) = &self.admin_role {
+            k.admin_role.clone_from(v);
         }
     }
 }
@@ -213,14 +220,16 @@ pub struct UserRecord {
     pub last_seen: i64,
 }
 
-/// An authentication failure or lockout: never the credential itself.
+/// An audit event: an authentication failure or lockout, or an admin change.
+/// Never a credential.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEvent {
     /// Row id (set by the store).
     pub id: Option<i64>,
     /// Epoch ms.
     pub ts: i64,
-    /// `authentication_failed` or `locked_out`.
+    /// `authentication_failed`, `locked_out`, or an admin change: `key_created`,
+    /// `key_updated`, `key_revoked`, `key_rotated`, `user_updated`, `config_reloaded`.
     pub kind: String,
     /// Why (e.g. `revoked key`, `bad signature`).
     pub reason: String,
@@ -236,6 +245,20 @@ pub struct AuditEvent {
     pub request_id: Option<String>,
     /// Request path (truncated).
     pub path: Option<String>,
+    /// Who made an admin change: `master_key`, `key:<id>`, `user:<id>`, `sighup`.
+    #[serde(default)]
+    pub actor: Option<String>,
+    /// What an admin change touched: `key:<id>`, `user:<id>`, `config`.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// The object before the change (as the admin API shows it).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub before: Option<serde_json::Value>,
+    /// The object after the change.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub after: Option<serde_json::Value>,
 }
 
 /// A provider resource created through the gateway, and its owner.
@@ -296,11 +319,13 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
     /// A key by id.
     async fn get_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
-    /// Keys ordered by id, after `after`, at most `limit`.
+    /// Keys ordered by id, after `after`, at most `limit`. With `team_scope`,
+    /// only that team's client keys (no admin keys): what a team admin sees.
     async fn list_keys(
         &self,
         after: Option<&str>,
         limit: usize,
+        team_scope: Option<&str>,
     ) -> Result<Vec<ApiKeyRecord>, StoreError>;
     /// Applies a patch; `None` if there is no such key.
     async fn update_key(
@@ -324,23 +349,27 @@ pub trait Store: Send + Sync + 'static {
     async fn put_setting_if_absent(&self, name: &str, value: &str) -> Result<bool, StoreError>;
     /// Appends ledger records in one transaction.
     async fn insert_usage(&self, records: &[UsageRecord]) -> Result<(), StoreError>;
-    /// Sums the ledger by `group` over `[since, until)` (epoch ms).
+    /// Sums the ledger by `group` over `[since, until)` (epoch ms); with
+    /// `team`, only that team's requests.
     async fn usage_summary(
         &self,
         group: UsageGroup,
         since: Option<i64>,
         until: Option<i64>,
+        team: Option<&str>,
     ) -> Result<Vec<UsageRow>, StoreError>;
     /// Records a user seen now: inserts it, or refreshes team, roles and
     /// `last_seen`; returns the stored row (with its `disabled` flag).
     async fn upsert_user(&self, user: &UserRecord) -> Result<UserRecord, StoreError>;
     /// A user by id.
     async fn get_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError>;
-    /// Users ordered by id, after `after`, at most `limit`.
+    /// Users ordered by id, after `after`, at most `limit`; with `team`, only
+    /// that team's.
     async fn list_users(
         &self,
         after: Option<&str>,
         limit: usize,
+        team: Option<&str>,
     ) -> Result<Vec<UserRecord>, StoreError>;
     /// Enables or disables a user; `None` if there is no such user.
     async fn set_user_disabled(

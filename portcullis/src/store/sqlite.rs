@@ -32,11 +32,16 @@ fn parse_list(s: Option<String>) -> Result<Option<Vec<String>>, StoreError> {
         .transpose()
 }
 
+fn json_value(s: Option<String>) -> Result<Option<serde_json::Value>, StoreError> {
+    s.map(|s| serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(e.to_string())))
+        .transpose()
+}
+
 fn u64_to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-const KEY_COLUMNS: &str = "id, digest, name, user_id, team_id, models, endpoints, expires_at, revoked_at, created_at, metadata, rotated_from";
+const KEY_COLUMNS: &str = "id, digest, name, user_id, team_id, models, endpoints, expires_at, revoked_at, created_at, metadata, rotated_from, admin_role";
 
 fn key_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ApiKeyRecord, StoreError> {
     let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
@@ -55,6 +60,7 @@ fn key_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ApiKeyRecord, StoreErro
         metadata: serde_json::from_str(&metadata)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?,
         rotated_from: row.try_get("rotated_from").map_err(get)?,
+        admin_role: row.try_get("admin_role").map_err(get)?,
     })
 }
 
@@ -111,9 +117,9 @@ impl SqliteStore {
         insert: bool,
     ) -> Result<(), StoreError> {
         let sql = if insert {
-            "INSERT INTO api_keys (name, user_id, team_id, models, endpoints, expires_at, revoked_at, created_at, metadata, rotated_from, digest, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO api_keys (name, user_id, team_id, models, endpoints, expires_at, revoked_at, created_at, metadata, rotated_from, admin_role, digest, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         } else {
-            "UPDATE api_keys SET name = ?, user_id = ?, team_id = ?, models = ?, endpoints = ?, expires_at = ?, revoked_at = ?, created_at = ?, metadata = ?, rotated_from = ?, digest = ? WHERE id = ?"
+            "UPDATE api_keys SET name = ?, user_id = ?, team_id = ?, models = ?, endpoints = ?, expires_at = ?, revoked_at = ?, created_at = ?, metadata = ?, rotated_from = ?, admin_role = ?, digest = ? WHERE id = ?"
         };
         sqlx::query(sql)
             .bind(&k.name)
@@ -126,6 +132,7 @@ impl SqliteStore {
             .bind(k.created_at)
             .bind(k.metadata.to_string())
             .bind(&k.rotated_from)
+            .bind(&k.admin_role)
             .bind(&k.digest)
             .bind(&k.id)
             .execute(&mut *conn)
@@ -171,11 +178,14 @@ impl Store for SqliteStore {
         &self,
         after: Option<&str>,
         limit: usize,
+        team_scope: Option<&str>,
     ) -> Result<Vec<ApiKeyRecord>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE id > ? ORDER BY id LIMIT ?"
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE id > ?1 \
+             AND (?2 IS NULL OR (team_id = ?2 AND admin_role IS NULL)) ORDER BY id LIMIT ?3"
         ))
         .bind(after.unwrap_or(""))
+        .bind(team_scope)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await
@@ -296,17 +306,19 @@ impl Store for SqliteStore {
         group: UsageGroup,
         since: Option<i64>,
         until: Option<i64>,
+        team: Option<&str>,
     ) -> Result<Vec<UsageRow>, StoreError> {
         let col = group.column();
         let sql = format!(
             "SELECT {col} AS grp, COUNT(*) AS requests, COALESCE(SUM(prompt_tokens), 0) AS pt, \
              COALESCE(SUM(completion_tokens), 0) AS ct, COALESCE(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0) AS errs, \
              COALESCE(SUM(cost_micros), 0) AS cost \
-             FROM usage_records WHERE ts >= ? AND ts < ? GROUP BY grp ORDER BY grp"
+             FROM usage_records WHERE ts >= ?1 AND ts < ?2 AND (?3 IS NULL OR team_id = ?3) GROUP BY grp ORDER BY grp"
         );
         let rows = sqlx::query(&sql)
             .bind(since.unwrap_or(i64::MIN))
             .bind(until.unwrap_or(i64::MAX))
+            .bind(team)
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
@@ -360,11 +372,13 @@ impl Store for SqliteStore {
         &self,
         after: Option<&str>,
         limit: usize,
+        team: Option<&str>,
     ) -> Result<Vec<UserRecord>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE id > ? ORDER BY id LIMIT ?"
+            "SELECT {USER_COLUMNS} FROM users WHERE id > ?1 AND (?2 IS NULL OR team_id = ?2) ORDER BY id LIMIT ?3"
         ))
         .bind(after.unwrap_or(""))
+        .bind(team)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await
@@ -395,7 +409,7 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         for chunk in events.chunks(1000) {
             let mut qb = sqlx::QueryBuilder::new(
-                "INSERT INTO audit_events (ts, kind, reason, client_ip, credential_kind, key_id, issuer, request_id, path) ",
+                "INSERT INTO audit_events (ts, kind, reason, client_ip, credential_kind, key_id, issuer, request_id, path, actor, target, before_json, after_json) ",
             );
             qb.push_values(chunk, |mut b, e| {
                 b.push_bind(e.ts)
@@ -406,7 +420,11 @@ impl Store for SqliteStore {
                     .push_bind(&e.key_id)
                     .push_bind(&e.issuer)
                     .push_bind(&e.request_id)
-                    .push_bind(&e.path);
+                    .push_bind(&e.path)
+                    .push_bind(&e.actor)
+                    .push_bind(&e.target)
+                    .push_bind(e.before.as_ref().map(ToString::to_string))
+                    .push_bind(e.after.as_ref().map(ToString::to_string));
             });
             qb.build().execute(&mut *tx).await.map_err(unavailable)?;
         }
@@ -421,7 +439,7 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, ts, kind, reason, client_ip, credential_kind, key_id, issuer, request_id, path \
+            "SELECT id, ts, kind, reason, client_ip, credential_kind, key_id, issuer, request_id, path, actor, target, before_json, after_json \
              FROM audit_events WHERE ts >= ? AND ts < ? AND id < ? ORDER BY id DESC LIMIT ?",
         )
         .bind(since.unwrap_or(i64::MIN))
@@ -445,6 +463,10 @@ impl Store for SqliteStore {
                     issuer: r.try_get("issuer").map_err(c)?,
                     request_id: r.try_get("request_id").map_err(c)?,
                     path: r.try_get("path").map_err(c)?,
+                    actor: r.try_get("actor").map_err(c)?,
+                    target: r.try_get("target").map_err(c)?,
+                    before: json_value(r.try_get("before_json").map_err(c)?)?,
+                    after: json_value(r.try_get("after_json").map_err(c)?)?,
                 })
             })
             .collect()

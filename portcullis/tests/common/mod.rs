@@ -25,10 +25,14 @@ pub struct Opts {
     /// May also append further providers (`  - name: ...`); [`MOCK_BASE_URL`] in it is
     /// replaced by the mock's base URL.
     pub provider_extra: String,
+    /// Extra lines of the `admin:` section (indented two spaces), after the master key.
+    pub admin_extra: String,
     /// Extra top-level YAML ([`MOCK_BASE_URL`] is replaced as in `provider_extra`).
     pub top_extra: String,
     /// Use a manual clock starting at this epoch ms.
     pub manual_clock: Option<i64>,
+    /// Replaces the provider's `allowed_endpoints` list (YAML flow list).
+    pub allowed_endpoints: Option<String>,
     /// Point the provider at this base URL instead of the mock.
     pub base_url_override: Option<String>,
 }
@@ -56,6 +60,9 @@ pub struct Harness {
 /// Placeholder in [`Opts::provider_extra`] / [`Opts::top_extra`] for the mock's base URL.
 pub const MOCK_BASE_URL: &str = "@MOCK_BASE_URL@";
 
+/// The harness provider's default `allowed_endpoints`.
+pub const ALLOWED: &str = "[chat, completions, embeddings, responses, models, moderations, images, audio, files, uploads, assistants, threads, vector_stores, conversations, batches]";
+
 /// The models the test provider lists.
 pub const MODELS: &str = "[gpt-4o-mini, gpt-4o, text-embedding-3-small, mock-hang, mock-hang-mid-stream, mock-die-mid-stream, mock-error-400, mock-error-401, mock-error-429, mock-error-500, mock-no-usage]";
 
@@ -74,8 +81,10 @@ impl Harness {
             .clone()
             .unwrap_or_else(|| mock.base_url());
         let yaml = format!(
-            "listen: 127.0.0.1:0\ndatabase: sqlite://{db}\nadmin:\n  master_key: {MASTER}\nproviders:\n  - name: openai\n    kind: openai\n    base_url: {base}\n    api_key: {PROVIDER_KEY}\n    models: {MODELS}\n    allowed_endpoints: [chat, completions, embeddings, responses, models, moderations, images, audio, files, uploads, assistants, threads, vector_stores, conversations, batches]\n{extra}{top}",
+            "listen: 127.0.0.1:0\ndatabase: sqlite://{db}\nadmin:\n  master_key: {MASTER}\n{admin_extra}providers:\n  - name: openai\n    kind: openai\n    base_url: {base}\n    api_key: {PROVIDER_KEY}\n    models: {MODELS}\n    allowed_endpoints: {allowed}\n{extra}{top}",
+            allowed = opts.allowed_endpoints.as_deref().unwrap_or(ALLOWED),
             db = dir.path().join("portcullis.db").display(),
+            admin_extra = opts.admin_extra,
             extra = opts.provider_extra.replace(MOCK_BASE_URL, &mock.base_url()),
             top = with_default_auth(&opts.top_extra.replace(MOCK_BASE_URL, &mock.base_url())),
         );
@@ -301,4 +310,92 @@ pub fn raw_request(method: &str, target: &str, headers: &[&str], body: &[u8]) ->
     let mut bytes = r.into_bytes();
     bytes.extend_from_slice(body);
     bytes
+}
+
+/// A mock provider and a gateway started from a configuration file in a temp
+/// dir, so `POST /admin/reload` has a file to re-read; [`FileGateway::rewrite`]
+/// changes it.
+pub struct FileGateway {
+    pub mock: MockProvider,
+    pub gw: Running,
+    pub url: String,
+    pub http: reqwest::Client,
+    pub path: std::path::PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl FileGateway {
+    /// Starts with extra `admin:` lines (indented two spaces) and extra top-level YAML.
+    pub async fn start(admin_extra: &str, top_extra: &str) -> FileGateway {
+        let mock = MockProvider::start("127.0.0.1:0".parse().unwrap(), MockOptions::default())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("portcullis.yaml");
+        let text = Self::yaml(&dir, &mock, admin_extra, top_extra);
+        std::fs::write(&path, text).unwrap();
+        let gw = server::spawn(Config::load(Some(&path)).unwrap(), None)
+            .await
+            .unwrap();
+        let url = gw.url();
+        FileGateway {
+            mock,
+            gw,
+            url,
+            http: reqwest::Client::new(),
+            path,
+            dir,
+        }
+    }
+
+    fn yaml(
+        dir: &tempfile::TempDir,
+        mock: &MockProvider,
+        admin_extra: &str,
+        top_extra: &str,
+    ) -> String {
+        format!(
+            "listen: 127.0.0.1:0\ndatabase: sqlite://{}\nadmin:\n  master_key: {MASTER}\n{admin_extra}auth:\n  lockout: {{enabled: false}}\nproviders:\n  - name: openai\n    kind: openai\n    base_url: {}\n    api_key: {PROVIDER_KEY}\n    models: [gpt-4o-mini, gpt-4o]\n{top_extra}",
+            dir.path().join("db.sqlite").display(),
+            mock.base_url()
+        )
+    }
+
+    /// Rewrites the file (the gateway sees it on the next reload).
+    pub fn rewrite(&self, admin_extra: &str, top_extra: &str) {
+        std::fs::write(
+            &self.path,
+            Self::yaml(&self.dir, &self.mock, admin_extra, top_extra),
+        )
+        .unwrap();
+    }
+
+    /// `POST /admin/reload` with `cred`.
+    pub async fn reload(&self, cred: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/admin/reload", self.url))
+            .bearer_auth(cred)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Creates a key with the master key; returns (id, key).
+    pub async fn create_key(&self, body: Value) -> (String, String) {
+        let v: Value = self
+            .http
+            .post(format!("{}/admin/keys", self.url))
+            .bearer_auth(MASTER)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (
+            v["id"].as_str().unwrap().to_owned(),
+            v["key"].as_str().unwrap().to_owned(),
+        )
+    }
 }

@@ -317,7 +317,8 @@ pub async fn guard(
         (Vec::new(), None, false)
     };
 
-    if let Some(salt) = &state.config.ownership.user_id_salt
+    let settings = state.ownership.load();
+    if let Some(salt) = &settings.user_id_salt
         && method == Method::POST
         && matches!(
             permit.upstream_path.split('?').next(),
@@ -329,7 +330,7 @@ pub async fn guard(
         permit.body = body::set_user_id(&permit.body, &id)?;
     }
 
-    let Some(caller) = Caller::of(&state.config.ownership, &permit.principal) else {
+    let Some(caller) = Caller::of(&settings, &permit.principal) else {
         return Ok(Plan::inactive(&provider));
     };
     let (path, query) = match permit.upstream_path.split_once('?') {
@@ -460,7 +461,7 @@ async fn check(
             found.insert((f, r.id.clone()), r);
         }
     }
-    let allow_unmanaged = state.config.ownership.allow_unmanaged_ids;
+    let allow_unmanaged = state.ownership.load().allow_unmanaged_ids;
     for (f, id) in wanted {
         match found.get(&(*f, id.clone())) {
             Some(r) if caller.owns(&r.owner) => {}
