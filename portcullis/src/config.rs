@@ -59,7 +59,7 @@ pub struct FileConfig {
     #[serde(default)]
     budgets: Vec<crate::limits::config::BudgetFile>,
     #[serde(default)]
-    pricing: std::collections::HashMap<String, crate::limits::config::PriceFile>,
+    pricing: std::collections::BTreeMap<String, crate::limits::config::PriceFile>,
     #[serde(default)]
     server: ServerFile,
     #[serde(default)]
@@ -135,6 +135,7 @@ struct ProviderFile {
     timeouts: TimeoutsFile,
     #[serde(default)]
     allow_link_local: bool,
+    stream_usage: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -325,6 +326,9 @@ pub struct ProviderConfig {
     pub timeouts: Timeouts,
     /// Whether the base URL may resolve to link-local / cloud-metadata addresses.
     pub allow_link_local: bool,
+    /// Whether streams that did not ask for usage are sent `stream_options.include_usage`
+    /// (default true; turn off for a server that refuses the field).
+    pub stream_usage: bool,
 }
 
 impl ProviderConfig {
@@ -644,6 +648,7 @@ impl Config {
                 allowed_endpoints: None,
                 timeouts: TimeoutsFile::default(),
                 allow_link_local: false,
+                stream_usage: None,
             });
         }
         validate(file, env, ConfigSource::Defaults)
@@ -840,6 +845,7 @@ fn validate(
             allowed_endpoints,
             timeouts,
             allow_link_local: p.allow_link_local,
+            stream_usage: p.stream_usage.unwrap_or(true),
         }));
     }
 

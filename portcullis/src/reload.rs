@@ -45,8 +45,14 @@ pub fn reload(state: &AppState) -> Result<ReloadReport, ConfigErrors> {
     if differs(&old.providers, &new.providers) || old.default_provider != new.default_provider {
         restart.push("providers");
     }
-    if old.max_body_bytes != new.max_body_bytes {
+    if old.max_body_bytes != new.max_body_bytes || differs(&old.limits, &new.limits) {
         restart.push("limits");
+    }
+    if differs(&old.budgets, &new.budgets) {
+        restart.push("budgets");
+    }
+    if differs(&old.pricing, &new.pricing) {
+        restart.push("pricing");
     }
     if differs(&old.auth, &new.auth) || differs(&old.master_key, &new.master_key) {
         restart.push("auth");

@@ -156,6 +156,7 @@ async fn every_billable_endpoint_moves_the_same_budget_on_both_surfaces() {
         ("responses", streamed(responses)),
         ("embeddings", embeddings),
     ];
+    let mut by_path = std::collections::HashMap::new();
     for (path, body) in table {
         let mut deltas = Vec::new();
         for surface in ["/v1", "/providers/openai"] {
@@ -182,6 +183,11 @@ async fn every_billable_endpoint_moves_the_same_budget_on_both_surfaces() {
             deltas.push(after - before);
         }
         assert_eq!(deltas[0], deltas[1], "{path} {body}");
+        // Streamed and non-streamed, the same exchange costs the same.
+        if let Some(plain) = by_path.get(path) {
+            assert_eq!(*plain, deltas[0], "{path}: streamed vs not");
+        }
+        by_path.insert(path, deltas[0]);
     }
     h.stop().await;
 }

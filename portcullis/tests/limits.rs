@@ -68,6 +68,9 @@ async fn request_rate_admits_the_limit_then_answers_with_an_exact_retry_after() 
     }
     assert_eq!(h.mock.request_count(), 3);
     let resp = h.chat(&key, chat_body("gpt-4o-mini")).await;
+    assert_eq!(header(&resp, "x-ratelimit-limit-requests"), Some("3"));
+    assert_eq!(header(&resp, "x-ratelimit-remaining-requests"), Some("0"));
+    assert_eq!(header(&resp, "x-ratelimit-reset-requests"), Some("20s"));
     let v = assert_refused(
         &h,
         resp,
@@ -511,6 +514,24 @@ async fn keys_and_teams_carry_their_own_limits_and_budget() {
         .await
         .unwrap();
     assert_eq!(teams["data"][0]["id"], "red", "{teams}");
+    let audit: Value = h
+        .http
+        .get(format!("{}/admin/audit", h.url))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        audit["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "team_updated" && e["target"] == "team:red"),
+        "{audit}"
+    );
     let b: Value = h
         .http
         .get(format!("{}/admin/budgets", h.url))
@@ -532,5 +553,126 @@ async fn keys_and_teams_carry_their_own_limits_and_budget() {
         .unwrap();
     assert_eq!(del.status(), 200);
     assert_eq!(h.chat(&key, chat_body("gpt-4o-mini")).await.status(), 200);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn every_token_unit_admits_its_limit_at_the_window_edge() {
+    // `mock-no-usage` reports nothing, so each request is charged exactly its reservation.
+    let body = chat_body("mock-no-usage");
+    let est = serde_json::to_vec(&body).unwrap().len() as i64 / 4 + 10;
+    for (unit, period_ms) in [
+        ("tokens_per_minute", 60_000i64),
+        ("tokens_per_hour", 3_600_000),
+        ("tokens_per_day", 86_400_000),
+        ("tokens_per_month", 30 * 86_400_000),
+    ] {
+        let h = limited(&format!(
+            "limits:\n  default_max_tokens: 10\n  defaults:\n    user: {{{unit}: {}}}\n",
+            2 * est
+        ))
+        .await;
+        let key = h.key().await;
+        let clock = h.clock.clone().unwrap();
+        clock.set_ms(T0 - T0 % period_ms + period_ms - 1);
+        let mut admitted = 0;
+        for _ in 0..4 {
+            let r = h.chat(&key, body.clone()).await;
+            admitted += usize::from(r.status() == 200);
+            r.text().await.unwrap();
+        }
+        assert_eq!(admitted, 2, "{unit}");
+        clock.advance_ms(1);
+        let resp = h.chat(&key, body.clone()).await;
+        let want = (period_ms / 2 - 1 + 999) / 1000;
+        assert_refused(&h, resp, "rate_limit_exceeded", &want.to_string(), unit).await;
+        clock.advance_ms(period_ms / 2 - 1);
+        assert_eq!(h.chat(&key, body.clone()).await.status(), 200, "{unit}");
+        h.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_provider_dying_mid_stream_is_charged_the_reservation_and_frees_the_slot() {
+    let h = limited(
+        "limits:\n  default_max_tokens: 50\n  defaults:\n    user: {concurrent_requests: 1, tokens_per_day: 100000}\npricing:\n  openai/mock-die-mid-stream: {input: 1000, output: 1000}\n",
+    )
+    .await;
+    let key = h.key().await;
+    let mut body = chat_body("mock-die-mid-stream");
+    body["stream"] = json!(true);
+    let est = serde_json::to_vec(&body).unwrap().len() as i64 / 4 + 50;
+    let resp = h.chat(&key, body).await;
+    assert_eq!(resp.status(), 200);
+    let id = rid(&resp);
+    let _ = resp.text().await;
+    let rec = h.usage_record(&id).await;
+    assert_eq!(rec.status, 502);
+    assert_eq!(rec.cost_micros, Some(est * 1000));
+    assert_eq!(h.chat(&key, chat_body("gpt-4o-mini")).await.status(), 200);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_user_named_by_keys_can_get_own_limits() {
+    let h = limited("").await;
+    let key = h.key().await; // user alice
+    let resp = h
+        .http
+        .patch(format!("{}/admin/users/alice", h.url))
+        .bearer_auth(MASTER)
+        .json(&json!({"limits": {"requests_per_hour": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["limits"], json!({"requests_per_hour": 1}), "{v}");
+    assert_eq!(h.chat(&key, chat_body("gpt-4o-mini")).await.status(), 200);
+    let resp = h.chat(&key, chat_body("gpt-4o-mini")).await;
+    assert_refused(
+        &h,
+        resp,
+        "rate_limit_exceeded",
+        "3600",
+        "limits of user:alice",
+    )
+    .await;
+    // Disabling an unknown user is still 404; bad values are 400 and change nothing.
+    let resp = h
+        .http
+        .patch(format!("{}/admin/users/nobody", h.url))
+        .bearer_auth(MASTER)
+        .json(&json!({"disabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 404, "not_found").await;
+    let resp = h
+        .http
+        .patch(format!("{}/admin/users/alice", h.url))
+        .bearer_auth(MASTER)
+        .json(&json!({"budget": {"usd": 0, "period": "daily"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 400, "invalid_request").await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_provider_with_stream_usage_off_gets_the_stream_as_the_client_sent_it() {
+    let h = Harness::start_with(Opts {
+        provider_extra: "    stream_usage: false\n".into(),
+        ..Default::default()
+    })
+    .await;
+    let key = h.key().await;
+    let mut body = chat_body("gpt-4o-mini");
+    body["stream"] = json!(true);
+    let resp = h.chat(&key, body).await;
+    resp.text().await.unwrap();
+    let sent = h.mock.requests().last().unwrap().json().unwrap();
+    assert!(sent.get("stream_options").is_none(), "{sent}");
     h.stop().await;
 }

@@ -119,17 +119,14 @@ impl Meter {
         r.error_code = error_code.map(str::to_owned);
         r.latency_ms = ms(self.started.elapsed());
         let reported = usage.filter(|u| u.prompt_tokens.is_some() || u.completion_tokens.is_some());
-        let billable = r
-            .endpoint
-            .as_deref()
-            .is_some_and(|g| crate::limits::BILLABLE_GROUPS.contains(&g));
         match (reported, self.reservation.take()) {
             (Some(u), res) => {
                 let (p, c) = (
                     u.prompt_tokens.unwrap_or(0),
                     u.completion_tokens.unwrap_or(0),
                 );
-                r.cost_micros = self.price.map(|price| price.cost(p, 0, c));
+                let cached = u.cached_tokens.unwrap_or(0);
+                r.cost_micros = self.price.map(|price| price.cost(p, cached, c));
                 if let Some(res) = res {
                     res.settle(Outcome::Reported {
                         tokens: p.saturating_add(c),
@@ -139,7 +136,7 @@ impl Meter {
             }
             // Never silently zero: a stream the client left, or an answer
             // without usage, is charged what was reserved.
-            (None, Some(res)) if billable && (self.answered || status == CLIENT_CLOSED) => {
+            (None, Some(res)) if res.billable() && (self.answered || status == CLIENT_CLOSED) => {
                 if self.answered {
                     res.count_unreported();
                     tracing::warn!(target: "portcullis::usage_unreported", request_id = %r.request_id, "the provider reported no usage: charged the reservation");

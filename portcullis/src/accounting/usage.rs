@@ -14,6 +14,24 @@ pub struct Usage {
     /// Completion / output tokens.
     #[serde(default, alias = "output_tokens")]
     pub completion_tokens: Option<u64>,
+    /// Prompt tokens served from the provider's cache (`prompt_tokens_details.cached_tokens`,
+    /// `input_tokens_details.cached_tokens`), part of `prompt_tokens`.
+    #[serde(
+        default,
+        rename = "prompt_tokens_details",
+        alias = "input_tokens_details",
+        deserialize_with = "cached_tokens"
+    )]
+    pub cached_tokens: Option<u64>,
+}
+
+fn cached_tokens<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    struct Details {
+        #[serde(default)]
+        cached_tokens: Option<u64>,
+    }
+    Ok(Option::<Details>::deserialize(d)?.and_then(|x| x.cached_tokens))
 }
 
 /// Chat/completions/embeddings carry `usage` at the top; the Responses API
@@ -196,7 +214,8 @@ mod tests {
             tap.finish(),
             Some(Usage {
                 prompt_tokens: Some(7),
-                completion_tokens: Some(3)
+                completion_tokens: Some(3),
+                cached_tokens: None,
             })
         );
     }
@@ -211,8 +230,22 @@ mod tests {
             tap.finish(),
             Some(Usage {
                 prompt_tokens: Some(4),
-                completion_tokens: Some(9)
+                completion_tokens: Some(9),
+                cached_tokens: None,
             })
+        );
+    }
+
+    #[test]
+    fn reads_cached_prompt_tokens() {
+        let u = from_json(br#"{"usage":{"prompt_tokens":100,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":64}}}"#);
+        assert_eq!(u.and_then(|u| u.cached_tokens), Some(64));
+        let u = from_json(br#"{"usage":{"input_tokens":10,"output_tokens":1,"input_tokens_details":{"cached_tokens":8}}}"#);
+        assert_eq!(u.and_then(|u| u.cached_tokens), Some(8));
+        let u = from_json(br#"{"usage":{"prompt_tokens":10,"prompt_tokens_details":null}}"#);
+        assert_eq!(
+            u.map(|u| (u.prompt_tokens, u.cached_tokens)),
+            Some((Some(10), None))
         );
     }
 
@@ -225,7 +258,8 @@ mod tests {
             tap.finish(),
             Some(Usage {
                 prompt_tokens: Some(5),
-                completion_tokens: Some(2)
+                completion_tokens: Some(2),
+                cached_tokens: None,
             })
         );
     }

@@ -206,6 +206,16 @@ pub(super) async fn set_own(
 
 type OwnPatch = (Option<Option<LimitSet>>, Option<Option<OwnBudget>>);
 
+/// Validates the values of an own-limits patch before anything is stored.
+pub(super) fn check_patch(patch: &OwnPatch) -> Result<(), ApiError> {
+    OwnLimits {
+        limits: patch.0.clone().flatten(),
+        budget: patch.1.clone().flatten(),
+    }
+    .check()
+    .map_err(bad)
+}
+
 /// Applies a PATCH of own limits (absent: unchanged, `null`: removed).
 pub(super) async fn patch_own(
     state: &AppState,
@@ -309,7 +319,7 @@ pub async fn get_team(
     responses((status = 200, body = TeamView), (status = 400)))]
 pub async fn patch_team(
     State(state): State<AppState>,
-    _: Extension<Admin>,
+    Extension(admin): Extension<Admin>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -317,7 +327,13 @@ pub async fn patch_team(
     if id.is_empty() || id.len() > 256 {
         return Err(bad("A team id is 1 to 256 characters.".into()));
     }
-    let own = patch_own(&state, &format!("team:{id}"), (req.limits, req.budget)).await?;
+    let subject = format!("team:{id}");
+    let before = serde_json::to_value(state.limits.own(&subject)).ok();
+    let own = patch_own(&state, &subject, (req.limits, req.budget)).await?;
+    let after = serde_json::to_value(&own).ok();
+    if before != after {
+        super::audit_change(&state, &admin, "team_updated", subject, before, after).await;
+    }
     Ok(axum::Json(TeamView { id, own }).into_response())
 }
 
@@ -325,10 +341,17 @@ pub async fn patch_team(
 #[utoipa::path(delete, path = "/admin/teams/{id}", params(("id" = String, Path)), responses((status = 200, body = TeamView)))]
 pub async fn delete_team(
     State(state): State<AppState>,
-    _: Extension<Admin>,
+    Extension(admin): Extension<Admin>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    set_own(&state, &format!("team:{id}"), OwnLimits::default()).await?;
+    let subject = format!("team:{id}");
+    let old = state.limits.own(&subject);
+    if old != OwnLimits::default() {
+        set_own(&state, &subject, OwnLimits::default()).await?;
+        let before = serde_json::to_value(&old).ok();
+        let after = serde_json::to_value(OwnLimits::default()).ok();
+        super::audit_change(&state, &admin, "team_updated", subject, before, after).await;
+    }
     Ok(axum::Json(TeamView {
         id,
         own: OwnLimits::default(),

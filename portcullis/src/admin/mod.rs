@@ -649,6 +649,7 @@ pub async fn update_key(
     )?;
     check_metadata(req.metadata.as_ref().and_then(Option::as_ref))?;
     let own_patch = (req.limits, req.budget);
+    limits::check_patch(&own_patch)?;
     let patch = KeyPatch {
         name: req.name,
         user: req.user,
@@ -880,22 +881,47 @@ pub async fn update_user(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: PatchUser = parse_body(&body)?;
-    let before = visible_user(&state, &admin, &id).await?;
+    let sets_own_only = req.disabled.is_none() && (req.limits.is_some() || req.budget.is_some());
+    let before = match visible_user(&state, &admin, &id).await {
+        // A user the gateway has not seen yet (or one only named by keys' `user`) may still
+        // get own limits, from a full admin (its team is unknown, so team admins may not).
+        Err(ApiError::NotFound)
+            if sets_own_only && admin.require_admin("own limits of an unseen user").is_ok() =>
+        {
+            let own_patch = (req.limits, req.budget);
+            limits::check_patch(&own_patch)?;
+            let subject = format!("user:{id}");
+            let before = serde_json::to_value(state.limits.own(&subject)).ok();
+            let own = limits::patch_own(&state, &subject, own_patch).await?;
+            let after = serde_json::to_value(&own).ok();
+            if before != after {
+                audit_change(&state, &admin, "user_updated", subject, before, after).await;
+            }
+            return Ok(axum::Json(
+                serde_json::json!({"id": id, "limits": own.limits, "budget": own.budget}),
+            )
+            .into_response());
+        }
+        other => other?,
+    };
     let before_json = serde_json::to_value(limits::UserView {
         own: state.limits.own(&format!("user:{id}")),
         user: before.clone(),
     })
     .ok();
     let own_patch = (req.limits, req.budget);
-    let u = match req.disabled {
+    limits::check_patch(&own_patch)?;
+    let found = match req.disabled {
         Some(d) => state
             .store
             .set_user_disabled(&id, d)
             .await
             .map_err(store_err)?,
         None => state.store.get_user(&id).await.map_err(store_err)?,
-    }
-    .ok_or(ApiError::NotFound)?;
+    };
+    let Some(u) = found else {
+        return Err(ApiError::NotFound);
+    };
     state.authn.invalidate_user(&id);
     limits::patch_own(&state, &format!("user:{id}"), own_patch).await?;
     tracing::info!(user = %id, disabled = u.disabled, actor = admin.actor(), "user updated");

@@ -1,6 +1,6 @@
 //! The `limits`, `budgets` and `pricing` sections: file model and validation.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -429,7 +429,7 @@ pub struct BudgetFile {
     period: BudgetPeriod,
     #[serde(default)]
     alert_at_percent: Vec<u32>,
-    webhook: Option<String>,
+    webhook: Option<crate::secret::Secret>,
 }
 
 /// A validated budget.
@@ -449,8 +449,8 @@ pub struct BudgetConfig {
     pub period: BudgetPeriod,
     /// Thresholds (percent of `micros`), ascending.
     pub alert_at_percent: Vec<u32>,
-    /// Where alerts are POSTed.
-    pub webhook: Option<String>,
+    /// Where alerts are POSTed (webhook URLs often embed a token: redacted like a key).
+    pub webhook: Option<crate::secret::Secret>,
 }
 
 /// Validates `budgets`.
@@ -478,13 +478,14 @@ pub fn validate_budgets(
             });
         }
         if let Some(w) = &b.webhook {
+            let w = w.expose();
             let ok = w.parse::<http::Uri>().is_ok_and(|u| {
                 matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some()
             });
             if !ok {
                 errors.push(ConfigError {
                     location: format!("{at}.webhook"),
-                    message: format!("`{w}` is not an http(s) URL"),
+                    message: "is not an http(s) URL".to_owned(),
                 });
             }
         }
@@ -571,14 +572,17 @@ pub const BUILT_IN_PRICES: &[(&str, &str, &str, &str)] = &[
 /// Validated `pricing`: the file's entries over the built-in table.
 #[derive(Debug, Clone, Default)]
 pub struct Pricing {
-    /// By `provider/model` or bare model name.
-    table: HashMap<String, Price>,
+    /// By bare model name.
+    table: BTreeMap<String, Price>,
+    /// By provider, then model (`provider/model` entries).
+    qualified: BTreeMap<String, BTreeMap<String, Price>>,
 }
 
 impl Pricing {
     /// The built-in table plus `files` (which win).
-    pub fn new(files: HashMap<String, PriceFile>, errors: &mut Vec<ConfigError>) -> Pricing {
-        let mut table = HashMap::new();
+    pub fn new(files: BTreeMap<String, PriceFile>, errors: &mut Vec<ConfigError>) -> Pricing {
+        let mut table = BTreeMap::new();
+        let mut qualified: BTreeMap<String, BTreeMap<String, Price>> = BTreeMap::new();
         for (m, i, o, c) in BUILT_IN_PRICES {
             let p = |s: &str| Micros::parse(s).map_or(0, |m| m.0);
             table.insert(
@@ -600,27 +604,32 @@ impl Pricing {
                 continue;
             }
             let input = f.input.map_or(0, |m| m.0);
-            table.insert(
-                model,
-                Price {
-                    input,
-                    output: f.output.map_or(0, |m| m.0),
-                    cached_input: f.cached_input.map_or(input, |m| m.0),
-                    per_request: f.per_request.map_or(0, |m| m.0),
-                },
-            );
+            let price = Price {
+                input,
+                output: f.output.map_or(0, |m| m.0),
+                cached_input: f.cached_input.map_or(input, |m| m.0),
+                per_request: f.per_request.map_or(0, |m| m.0),
+            };
+            match model.split_once('/') {
+                Some((p, m)) => {
+                    qualified
+                        .entry(p.to_owned())
+                        .or_default()
+                        .insert(m.to_owned(), price);
+                }
+                None => {
+                    table.insert(model, price);
+                }
+            }
         }
-        Pricing { table }
+        Pricing { table, qualified }
     }
 
     /// The price of `model` at `provider`: `provider/model`, else the bare name.
     pub fn get(&self, provider: &str, model: &str) -> Option<Price> {
-        let mut key = String::with_capacity(provider.len() + model.len() + 1);
-        key.push_str(provider);
-        key.push('/');
-        key.push_str(model);
-        self.table
-            .get(&key)
+        self.qualified
+            .get(provider)
+            .and_then(|m| m.get(model))
             .or_else(|| self.table.get(model))
             .copied()
     }
@@ -640,6 +649,25 @@ mod tests {
         assert_eq!(Micros::parse("-1"), None);
         assert_eq!(Micros::parse("abc"), None);
         assert_eq!(usd(12_500_000), "12.500000");
+    }
+
+    #[test]
+    fn the_same_file_reads_the_same_so_reload_sees_no_change() {
+        // `reload` compares sections by their Debug text: it must not depend on hash order.
+        let y = "limits:\n  defaults:\n    user: {requests_per_minute: 5}\nbudgets:\n  - subjects: [\"team:*\"]\n    usd: 5\n    period: daily\n    alert_at_percent: [50]\n    webhook: https://hooks.example.com/T0K3N\npricing:\n  a/b: {input: 1}\n  c: {output: 2}\n  d/e: {input: 3}\n";
+        let env = |_: &str| None;
+        let load = || {
+            crate::config::Config::from_yaml(y, &env, crate::config::ConfigSource::Defaults)
+                .unwrap_or_else(|e| unreachable!("{e}"))
+        };
+        let (a, b) = (load(), load());
+        assert_eq!(format!("{:?}", a.pricing), format!("{:?}", b.pricing));
+        assert_eq!(format!("{:?}", a.budgets), format!("{:?}", b.budgets));
+        assert_eq!(format!("{:?}", a.limits), format!("{:?}", b.limits));
+        assert!(
+            !format!("{:?}", a.budgets).contains("T0K3N"),
+            "the webhook URL is redacted"
+        );
     }
 
     #[test]

@@ -80,6 +80,7 @@ pub fn may_stream(body: &[u8]) -> bool {
 pub fn inspect(
     group: &str,
     kind: ProviderKind,
+    stream_usage: bool,
     content_type: Option<&str>,
     body: &Bytes,
     default_max_tokens: Option<u64>,
@@ -118,7 +119,7 @@ pub fn inspect(
             (None, None) => fallback_output,
         };
     }
-    let streams_usage_chunk = matches!(group, "chat" | "completions");
+    let streams_usage_chunk = stream_usage && matches!(group, "chat" | "completions");
     if streams_usage_chunk && k.stream == Some(true) {
         let asked = k.stream_options.as_ref().and_then(|o| o.include_usage);
         if asked.is_none() || asked == Some(false) {
@@ -165,7 +166,15 @@ mod tests {
     #[test]
     fn adds_default_max_tokens_and_usage_request() {
         let body = Bytes::from_static(br#"{"model":"m","stream":true,"messages":[]}"#);
-        let i = inspect("chat", ProviderKind::Openai, None, &body, Some(64), 4096);
+        let i = inspect(
+            "chat",
+            ProviderKind::Openai,
+            true,
+            None,
+            &body,
+            Some(64),
+            4096,
+        );
         assert_eq!(
             i.estimate,
             Estimate {
@@ -187,6 +196,7 @@ mod tests {
         let i = inspect(
             "chat",
             ProviderKind::OpenaiCompatible,
+            true,
             None,
             &body,
             Some(64),
@@ -198,6 +208,7 @@ mod tests {
         let i = inspect(
             "embeddings",
             ProviderKind::Openai,
+            true,
             None,
             &Bytes::from_static(br#"{"input":"x"}"#),
             Some(64),
@@ -210,7 +221,15 @@ mod tests {
     #[test]
     fn without_a_default_reserves_the_fallback_and_sends_nothing() {
         let body = Bytes::from_static(br#"{"model":"m","input":"hi"}"#);
-        let i = inspect("responses", ProviderKind::Openai, None, &body, None, 4096);
+        let i = inspect(
+            "responses",
+            ProviderKind::Openai,
+            true,
+            None,
+            &body,
+            None,
+            4096,
+        );
         assert_eq!(i.estimate.output_tokens, 4096);
         assert!(i.body.is_none());
     }

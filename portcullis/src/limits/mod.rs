@@ -64,6 +64,8 @@ pub struct Refusal {
     pub what: String,
     /// How long until the same request would fit.
     pub retry_after: Duration,
+    /// For request and token limits: `("requests" | "tokens", limit)`, for the `x-ratelimit-*` headers of the 429.
+    pub rate: Option<(&'static str, u64)>,
 }
 
 type Bucket = Arc<Mutex<Gcra>>;
@@ -430,6 +432,7 @@ impl Limiter {
         let s = &self.0;
         let mut res = Reservation::empty(self.clone());
         let billable = BILLABLE_GROUPS.contains(&permit.group());
+        res.billable = billable;
         if billable {
             res.reserved_tokens = est.tokens();
             res.reserved_cost =
@@ -502,6 +505,11 @@ impl Limiter {
                     subject: bucket.clone(),
                     what: describe(unit, limit),
                     retry_after: Duration::from_millis(u64::try_from(retry_ms).unwrap_or(0)),
+                    rate: match unit {
+                        Unit::Requests(_) => Some(("requests", limit)),
+                        Unit::Tokens(_) => Some(("tokens", limit)),
+                        Unit::Concurrent => None,
+                    },
                 };
                 match unit {
                     Unit::Requests(period) | Unit::Tokens(period) => {
@@ -602,6 +610,7 @@ impl Limiter {
                             config::usd(b.micros)
                         ),
                         retry_after: Duration::from_millis(u64::try_from(wait).unwrap_or(0)),
+                        rate: None,
                     })));
                 }
                 res.budgets.push(Hold {
@@ -663,12 +672,13 @@ impl Limiter {
                 Ok(false) => return,
                 Err(e) => tracing::warn!(error = %e, "budget alert: store unavailable; sending anyway"),
             }
-            match http.post(&url).json(&payload).send().await {
+            match http.post(url.expose()).json(&payload).send().await {
                 Ok(r) if r.status().is_success() => {
                     tracing::info!(budget = %payload["budget"], subject = %payload["subject"], threshold, "budget alert sent");
                 }
                 Ok(r) => tracing::warn!(status = r.status().as_u16(), "budget alert webhook refused the alert"),
-                Err(e) => tracing::warn!(error = %e, "budget alert webhook unreachable"),
+                // Without the URL: it may carry a token.
+                Err(e) => tracing::warn!(error = %e.without_url(), "budget alert webhook unreachable"),
             }
         });
     }
@@ -703,6 +713,7 @@ pub struct Reservation {
     concurrency: Vec<Arc<AtomicU64>>,
     budgets: Vec<Hold>,
     reserved_cost: i64,
+    billable: bool,
     /// Header values for the response.
     pub headers: RateHeaders,
     done: bool,
@@ -744,6 +755,7 @@ impl Reservation {
             concurrency: Vec::new(),
             budgets: Vec::new(),
             reserved_cost: 0,
+            billable: false,
             headers: RateHeaders::default(),
             done: false,
         }
@@ -752,6 +764,11 @@ impl Reservation {
     /// The cost reserved against budgets, micro-dollars.
     pub fn reserved_cost(&self) -> i64 {
         self.reserved_cost
+    }
+
+    /// True for an endpoint group whose requests are charged (see [`BILLABLE_GROUPS`]).
+    pub fn billable(&self) -> bool {
+        self.billable
     }
 
     /// Counts a successful request whose provider reported no usage.

@@ -111,7 +111,7 @@ async fn pipeline(
         let answer = ownership::list::answer(state, &permit, parts, list).await?;
         return Ok(Outcome::Answered(answer));
     }
-    let admitted = admit(state, &mut permit, content_type, facts, meter).await?;
+    let admitted = admit(state, &mut permit, content_type, meter).await?;
     let upstream = forward(state, parts, &permit).await?;
     Ok(Outcome::Forwarded(permit, plan, upstream, admitted))
 }
@@ -123,7 +123,6 @@ async fn admit(
     state: &AppState,
     permit: &mut Permit,
     content_type: Option<&str>,
-    facts: &RouteFacts,
     meter: &mut Meter,
 ) -> Result<Admitted, ApiError> {
     let lim = &state.limits;
@@ -132,10 +131,15 @@ async fn admit(
         .and_then(|m| lim.price(&permit.provider().name, m));
     let mut estimate = limits::Estimate::default();
     let mut strip_usage_chunk = false;
-    if lim.active() || lim.default_max_tokens().is_some() || estimate::may_stream(permit.body()) {
+    let stream_usage = permit.provider().stream_usage;
+    if lim.active()
+        || lim.default_max_tokens().is_some()
+        || (stream_usage && estimate::may_stream(permit.body()))
+    {
         let found = estimate::inspect(
             permit.group(),
             permit.provider().kind,
+            stream_usage,
             content_type,
             permit.body(),
             lim.default_max_tokens(),
@@ -149,7 +153,6 @@ async fn admit(
     }
     let reservation = lim.admit(permit, estimate, price).await?;
     let headers = reservation.headers;
-    meter.route(facts.clone());
     meter.price(price);
     meter.reserve(reservation);
     Ok(Admitted {
