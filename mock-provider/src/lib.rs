@@ -43,6 +43,7 @@
 //! | `POST /v1/completions` | legacy `text_completion`, also streamable |
 //! | `POST /v1/embeddings` | `input`: string, strings, token array(s); `dimensions` (default 8); `encoding_format` `float`/`base64` |
 //! | `POST /v1/moderations` | never flagged |
+//! | `POST /v1/images/generations`, `POST /v1/audio/speech`, `POST /v1/audio/transcriptions` | images and transcriptions report `usage.input_tokens`/`output_tokens`; speech answers audio bytes |
 //! | `GET /v1/models`, `GET /v1/models/{id}` | a fixed list; any id can be retrieved |
 //! | `POST/GET /v1/files`, `GET/DELETE /v1/files/{id}`, `GET /v1/files/{id}/content` | multipart upload (`file`, `purpose`), `purpose` filter on list |
 //! | `POST/GET /v1/assistants`, `GET/POST/DELETE /v1/assistants/{id}` | create, list, retrieve, modify, delete |
@@ -141,6 +142,7 @@ mod error;
 mod fault;
 mod files;
 mod generic;
+mod media;
 mod responses;
 mod router;
 mod server;

@@ -114,6 +114,12 @@ pub(crate) fn build(shared: Arc<Shared>) -> Router {
         .route("/v1/completions", post(chat::completions))
         .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/moderations", post(embeddings::moderations))
+        .route("/v1/images/generations", post(crate::media::images))
+        .route("/v1/audio/speech", post(crate::media::speech))
+        .route(
+            "/v1/audio/transcriptions",
+            post(crate::media::transcriptions),
+        )
         .route("/v1/models", get(list_models))
         .route("/v1/models/{*id}", get(get_model))
         .route("/v1/files", post(files::upload).get(files::list))

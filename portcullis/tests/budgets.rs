@@ -14,7 +14,7 @@ use portcullis::config::{Config, ConfigSource};
 use serde_json::{Value, json};
 
 /// $1000 per million tokens: 1000 µ$ a token, so costs are easy to check.
-const PRICING: &str = "pricing:\n  openai/gpt-4o-mini: {input: 1000, output: 1000}\n  openai/text-embedding-3-small: {input: 1000}\n";
+const PRICING: &str = "pricing:\n  openai/gpt-4o-mini: {input: 1000, output: 1000}\n  openai/text-embedding-3-small: {input: 1000}\n  openai/gpt-image-1: {input: 1000, output: 1000}\n  openai/tts-1: {per_request: 0.015}\n  openai/mock-transcribe: {input: 1000, output: 1000}\n";
 
 fn body5() -> Value {
     json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 5})
@@ -143,6 +143,8 @@ async fn every_billable_endpoint_moves_the_same_budget_on_both_surfaces() {
     let completion = json!({"model": "gpt-4o-mini", "prompt": "Hello there", "max_tokens": 5});
     let responses = json!({"model": "gpt-4o-mini", "input": "Hello there", "max_output_tokens": 5});
     let embeddings = json!({"model": "text-embedding-3-small", "input": "Hello there"});
+    let image = json!({"model": "gpt-image-1", "prompt": "A portcullis at dawn"});
+    let speech = json!({"model": "tts-1", "input": "Hello there", "voice": "alloy"});
     let streamed = |mut b: Value| {
         b["stream"] = json!(true);
         b
@@ -155,24 +157,44 @@ async fn every_billable_endpoint_moves_the_same_budget_on_both_surfaces() {
         ("responses", responses.clone()),
         ("responses", streamed(responses)),
         ("embeddings", embeddings),
+        ("images/generations", image),
+        ("audio/speech", speech),
+        // Multipart: the body is built below.
+        ("audio/transcriptions", json!(null)),
     ];
     let mut by_path = std::collections::HashMap::new();
     for (path, body) in table {
         let mut deltas = Vec::new();
         for surface in ["/v1", "/providers/openai"] {
             let before = spent_of(&budgets(&h.url, &h.http).await, &subject);
-            let resp = h
+            let req = h
                 .http
                 .post(format!("{}{surface}/{path}", h.url))
-                .bearer_auth(&key)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
+                .bearer_auth(&key);
+            let req = if body.is_null() {
+                req.multipart(
+                    reqwest::multipart::Form::new()
+                        .text("model", "mock-transcribe")
+                        .part(
+                            "file",
+                            reqwest::multipart::Part::bytes(vec![7u8; 640]).file_name("a.wav"),
+                        ),
+                )
+            } else {
+                req.json(&body)
+            };
+            let resp = req.send().await.unwrap();
             assert_eq!(resp.status(), 200, "{surface}/{path}");
             let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
             resp.text().await.unwrap();
             let rec = h.usage_record(&id).await;
+            if path != "audio/speech" {
+                // Every answer with usage is charged what the provider reported.
+                assert!(
+                    rec.prompt_tokens.is_some(),
+                    "{surface}/{path}: no usage read: {rec:?}"
+                );
+            }
             let after = spent_of(&budgets(&h.url, &h.http).await, &subject);
             assert_eq!(
                 Some(after - before),
@@ -267,6 +289,14 @@ async fn alerts_go_to_the_webhook_once_per_threshold() {
             break;
         }
         r.text().await.unwrap();
+    }
+    // Deliveries are asynchronous: wait for both (a loaded machine is slow), then
+    // a little longer, so a duplicate would have arrived too.
+    for _ in 0..250 {
+        if got.lock().unwrap().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let alerts = got.lock().unwrap().clone();

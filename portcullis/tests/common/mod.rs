@@ -64,7 +64,7 @@ pub const MOCK_BASE_URL: &str = "@MOCK_BASE_URL@";
 pub const ALLOWED: &str = "[chat, completions, embeddings, responses, models, moderations, images, audio, files, uploads, assistants, threads, vector_stores, conversations, batches]";
 
 /// The models the test provider lists.
-pub const MODELS: &str = "[gpt-4o-mini, gpt-4o, text-embedding-3-small, mock-hang, mock-hang-mid-stream, mock-die-mid-stream, mock-error-400, mock-error-401, mock-error-429, mock-error-500, mock-no-usage]";
+pub const MODELS: &str = "[gpt-4o-mini, gpt-4o, text-embedding-3-small, gpt-image-1, tts-1, mock-transcribe, mock-hang, mock-hang-mid-stream, mock-die-mid-stream, mock-error-400, mock-error-401, mock-error-429, mock-error-500, mock-no-usage]";
 
 impl Harness {
     pub async fn start() -> Harness {
