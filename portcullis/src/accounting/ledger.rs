@@ -118,17 +118,20 @@ impl Writer {
             }
             // Gather for a moment before writing: one transaction for many
             // records costs the store far less than one each. Records are
-            // visible within `GATHER` of their request's end.
+            // visible within `GATHER` of their request's end. The writer sleeps
+            // meanwhile instead of waking for every record the request path
+            // queues (on a busy core each of those wake-ups was a task switch);
+            // a full queue cuts the sleep short.
             if self.pending.len() < self.batch {
-                let deadline = tokio::time::Instant::now() + GATHER;
-                while self.pending.len() < self.batch {
-                    let room = self.batch - self.pending.len();
-                    tokio::select! {
-                        biased;
-                        _ = &mut stop => { stopping = true; break }
-                        n = self.rx.recv_many(&mut self.pending, room) => if n == 0 { break },
-                        () = tokio::time::sleep_until(deadline) => break,
-                    }
+                tokio::select! {
+                    biased;
+                    _ = &mut stop => stopping = true,
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(GATHER) => {}
+                }
+                let queued = self.rx.len();
+                if queued > 0 && self.pending.len() < MAX_PENDING {
+                    self.rx.recv_many(&mut self.pending, queued).await;
                 }
                 self.take_overflow();
             }

@@ -82,6 +82,78 @@ fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<UserRecord, StoreError
     })
 }
 
+/// The ledger's columns, in the order [`bind_usage`] binds them.
+const USAGE_COLUMNS: &[&str] = &[
+    "ts",
+    "request_id",
+    "key_id",
+    "user_id",
+    "team_id",
+    "provider",
+    "model",
+    "endpoint",
+    "method",
+    "status",
+    "prompt_tokens",
+    "completion_tokens",
+    "latency_ms",
+    "ttfb_ms",
+    "error_code",
+    "cost_micros",
+];
+
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+/// Binds one ledger row, column by column as in [`USAGE_COLUMNS`]. Text goes
+/// in as `&str`: sqlx borrows a `&str` but clones a `String`.
+fn bind_usage<'q>(q: SqliteQuery<'q>, r: &'q UsageRecord) -> SqliteQuery<'q> {
+    q.bind(r.ts)
+        .bind(r.request_id.as_str())
+        .bind(r.key_id.as_deref())
+        .bind(r.user.as_deref())
+        .bind(r.team.as_deref())
+        .bind(r.provider.as_deref())
+        .bind(r.model.as_deref())
+        .bind(r.endpoint.as_deref())
+        .bind(r.method.as_str())
+        .bind(i64::from(r.status))
+        .bind(r.prompt_tokens.map(u64_to_i64))
+        .bind(r.completion_tokens.map(u64_to_i64))
+        .bind(u64_to_i64(r.latency_ms))
+        .bind(r.ttfb_ms.map(u64_to_i64))
+        .bind(r.error_code.as_deref())
+        .bind(r.cost_micros)
+}
+
+/// Rows per multi-row INSERT: powers of two up to 256 (256 × 16 parameters is
+/// well under SQLite's 32,766). A batch is cut greedily into these sizes, so
+/// only nine statement texts ever exist and every one stays prepared in sqlx's
+/// statement cache; one statement per batch size would be parsed anew for
+/// nearly every batch (SQLite's parser was a profiled hot spot).
+const USAGE_CHUNKS: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
+
+/// The INSERT for the largest chunk size that fits `n` rows, and its rows.
+fn usage_insert(n: usize) -> (&'static str, usize) {
+    static SQL: std::sync::LazyLock<Vec<(usize, String)>> = std::sync::LazyLock::new(|| {
+        let row = format!("({})", vec!["?"; USAGE_COLUMNS.len()].join(", "));
+        USAGE_CHUNKS
+            .iter()
+            .map(|&rows| {
+                let values = vec![row.as_str(); rows].join(", ");
+                let columns = USAGE_COLUMNS.join(", ");
+                (
+                    rows,
+                    format!("INSERT INTO usage_records ({columns}) VALUES {values}"),
+                )
+            })
+            .collect()
+    });
+    SQL.iter()
+        .find(|(rows, _)| *rows <= n)
+        .or(SQL.last())
+        .map_or(("", 1), |(rows, sql)| (sql.as_str(), *rows))
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` and migrates it.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
@@ -273,30 +345,16 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        // 16 columns; SQLite allows 32766 bound parameters, so 1000 rows a statement.
-        for chunk in records.chunks(1000) {
-            let mut qb = sqlx::QueryBuilder::new(
-                "INSERT INTO usage_records (ts, request_id, key_id, user_id, team_id, provider, model, endpoint, method, status, prompt_tokens, completion_tokens, latency_ms, ttfb_ms, error_code, cost_micros) ",
-            );
-            qb.push_values(chunk, |mut b, r| {
-                b.push_bind(r.ts)
-                    .push_bind(&r.request_id)
-                    .push_bind(&r.key_id)
-                    .push_bind(&r.user)
-                    .push_bind(&r.team)
-                    .push_bind(&r.provider)
-                    .push_bind(&r.model)
-                    .push_bind(&r.endpoint)
-                    .push_bind(&r.method)
-                    .push_bind(i64::from(r.status))
-                    .push_bind(r.prompt_tokens.map(u64_to_i64))
-                    .push_bind(r.completion_tokens.map(u64_to_i64))
-                    .push_bind(u64_to_i64(r.latency_ms))
-                    .push_bind(r.ttfb_ms.map(u64_to_i64))
-                    .push_bind(&r.error_code)
-                    .push_bind(r.cost_micros);
-            });
-            qb.build().execute(&mut *tx).await.map_err(unavailable)?;
+        let mut rest = records;
+        while !rest.is_empty() {
+            let (sql, rows) = usage_insert(rest.len());
+            let (chunk, tail) = rest.split_at(rows.clamp(1, rest.len()));
+            let mut q = sqlx::query(sql);
+            for r in chunk {
+                q = bind_usage(q, r);
+            }
+            q.execute(&mut *tx).await.map_err(unavailable)?;
+            rest = tail;
         }
         tx.commit().await.map_err(unavailable)
     }
@@ -599,5 +657,57 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn usage_inserts_come_in_nine_sizes() {
+        for n in [1, 2, 3, 255, 256, 257, 1000] {
+            let (sql, rows) = usage_insert(n);
+            assert!(rows <= n && rows.is_power_of_two() && rows <= 256, "{n}");
+            assert!(rows * 2 > n || rows == 256, "{n}: greedy");
+            assert_eq!(sql.matches('?').count(), rows * USAGE_COLUMNS.len());
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_of_any_size_are_stored_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = SqliteStore::open(&url).await.unwrap();
+        let mut n = 0;
+        for size in [1, 7, 256, 300, 1000] {
+            let batch: Vec<UsageRecord> = (0..size)
+                .map(|i| UsageRecord {
+                    ts: i,
+                    request_id: format!("r{size}-{i}"),
+                    key_id: Some(format!("k{i}")),
+                    method: "POST".into(),
+                    status: 200,
+                    prompt_tokens: Some(u64::try_from(i).unwrap()),
+                    latency_ms: 3,
+                    error_code: (i % 2 == 0).then(|| "x".to_owned()),
+                    ..UsageRecord::default()
+                })
+                .collect();
+            store.insert_usage(&batch).await.unwrap();
+            n += size;
+            for r in [&batch[0], &batch[batch.len() - 1]] {
+                assert_eq!(
+                    store.usage_by_request(&r.request_id).await.unwrap(),
+                    vec![r.clone()]
+                );
+            }
+        }
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_records")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(total, n);
     }
 }

@@ -466,10 +466,53 @@ pub const ENDPOINTS: &[Endpoint] = &[
 /// The endpoint groups (first path segments) the table covers. Inside them a
 /// path that matches no entry is refused (404).
 pub fn covers_group(group: &str) -> bool {
-    ENDPOINTS
-        .iter()
-        .any(|e| e.path[1..].split('/').next() == Some(group))
+    INDEX.contains_key(group)
 }
+
+/// One segment of a template, parsed once.
+#[derive(Debug, Clone, Copy)]
+enum Seg {
+    /// Must equal the path's segment.
+    Literal(&'static str),
+    /// `{_}`: any segment, not an ID.
+    Any,
+    /// `{family}`: an ID of that family (`None`: a name that is no family, which matches nothing).
+    Id(Option<Family>),
+}
+
+/// A template split into segments (the first one, the group, is the index key).
+#[derive(Debug)]
+struct Template {
+    endpoint: &'static Endpoint,
+    rest: Vec<Seg>,
+}
+
+/// [`ENDPOINTS`] by group (first path segment), each group's templates in table
+/// order. Built once: matching a request's path runs on every request in a
+/// covered group, and splitting every template per request was a profiled hot spot.
+static INDEX: std::sync::LazyLock<std::collections::HashMap<&'static str, Vec<Template>>> =
+    std::sync::LazyLock::new(|| {
+        let mut index: std::collections::HashMap<&'static str, Vec<Template>> =
+            std::collections::HashMap::new();
+        for endpoint in ENDPOINTS {
+            let mut segs = endpoint.path.get(1..).unwrap_or("").split('/');
+            let group = segs.next().unwrap_or("");
+            let rest = segs
+                .map(
+                    |t| match t.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
+                        Some("_") => Seg::Any,
+                        Some(name) => Seg::Id(Family::parse(name)),
+                        None => Seg::Literal(t),
+                    },
+                )
+                .collect();
+            index
+                .entry(group)
+                .or_default()
+                .push(Template { endpoint, rest });
+        }
+        index
+    });
 
 /// Body fields (at any depth) whose string or string-array value names
 /// resources of a family. Objects under these keys are searched like any other.
@@ -589,25 +632,26 @@ pub struct Matched {
 /// no query) against the table. IDs are percent-decoded, because the
 /// provider decodes them; a segment that does not decode to UTF-8 matches nothing.
 pub fn match_path(rest: &str) -> Option<Matched> {
-    let segs: Vec<&str> = rest.strip_prefix('/')?.split('/').collect();
-    'entries: for e in ENDPOINTS {
-        let tpl = &e.path[1..];
-        if tpl.split('/').count() != segs.len() || tpl.split('/').next() != segs.first().copied() {
+    let mut segs = rest.strip_prefix('/')?.split('/');
+    let templates = INDEX.get(segs.next()?)?;
+    let segs: Vec<&str> = segs.collect();
+    'entries: for t in templates {
+        if t.rest.len() != segs.len() {
             continue;
         }
         let mut ids = Vec::new();
-        for (t, s) in tpl.split('/').zip(&segs) {
-            match t.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
-                Some("_") => {}
-                Some(name) => {
-                    let family = Family::parse(name)?;
-                    ids.push((family, percent_decode(s)?));
-                }
-                None if t == *s => {}
-                None => continue 'entries,
+        for (seg, s) in t.rest.iter().zip(&segs) {
+            match *seg {
+                Seg::Any => {}
+                Seg::Id(family) => ids.push((family?, percent_decode(s)?)),
+                Seg::Literal(l) if l == *s => {}
+                Seg::Literal(_) => continue 'entries,
             }
         }
-        return Some(Matched { endpoint: e, ids });
+        return Some(Matched {
+            endpoint: t.endpoint,
+            ids,
+        });
     }
     None
 }
@@ -656,6 +700,69 @@ mod tests {
         }
         for f in ALL {
             assert_eq!(Family::parse(f.as_str()), Some(*f));
+        }
+    }
+
+    /// The table scan `match_path` replaced: first entry in table order whose
+    /// template fits.
+    fn match_path_by_scan(rest: &str) -> Option<Matched> {
+        let segs: Vec<&str> = rest.strip_prefix('/')?.split('/').collect();
+        'entries: for e in ENDPOINTS {
+            let tpl = &e.path[1..];
+            if tpl.split('/').count() != segs.len() {
+                continue;
+            }
+            let mut ids = Vec::new();
+            for (t, s) in tpl.split('/').zip(&segs) {
+                match t.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
+                    Some("_") => {}
+                    Some(name) => ids.push((Family::parse(name)?, percent_decode(s)?)),
+                    None if t == *s => {}
+                    None => continue 'entries,
+                }
+            }
+            return Some(Matched { endpoint: e, ids });
+        }
+        None
+    }
+
+    #[test]
+    fn index_matches_like_the_table_scan() {
+        let mut paths = vec![
+            "/".to_owned(),
+            "".to_owned(),
+            "/embeddings".to_owned(),
+            "/files/a/b/c".to_owned(),
+            "/files/x%ZZ".to_owned(),
+        ];
+        for e in ENDPOINTS {
+            // Every template with its parameters filled in, and with a literal
+            // where an ID goes (literals must win in table order).
+            paths.push(e.path.replace('{', "id_").replace('}', ""));
+            paths.push(
+                e.path
+                    .split('/')
+                    .map(|s| if s.starts_with('{') { "runs" } else { s })
+                    .collect::<Vec<_>>()
+                    .join("/"),
+            );
+            paths.push(format!("{}/extra", e.path.replace(['{', '}'], "")));
+        }
+        for p in &paths {
+            let (a, b) = (match_path(p), match_path_by_scan(p));
+            assert_eq!(
+                a.as_ref().map(|m| (m.endpoint.path, m.ids.clone())),
+                b.as_ref().map(|m| (m.endpoint.path, m.ids.clone())),
+                "{p}"
+            );
+            let group = p.get(1..).and_then(|r| r.split('/').next()).unwrap_or("");
+            assert_eq!(
+                covers_group(group),
+                ENDPOINTS
+                    .iter()
+                    .any(|e| e.path[1..].split('/').next() == Some(group)),
+                "{group}"
+            );
         }
     }
 
