@@ -369,16 +369,7 @@ async fn missing_usage_and_client_disconnects_are_charged_the_reservation() {
     assert_eq!(rec.prompt_tokens, None);
     // $1000 per million tokens = 1000 µ$ per token, for the reserved prompt + output.
     assert_eq!(rec.cost_micros, Some((est_prompt + 1000) * 1000));
-    let stats: Value = h
-        .http
-        .get(format!("{}/admin/limits", h.url))
-        .bearer_auth(MASTER)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: Value = h.admin_get("/admin/limits").await;
     assert_eq!(stats["usage_unreported_total"], 1, "{stats}");
 
     // A client that leaves mid-stream is charged the reservation too.
@@ -439,16 +430,7 @@ async fn keys_and_teams_carry_their_own_limits_and_budget() {
     let (id, key) = h
         .create_key(json!({"team": "red", "limits": {"requests_per_minute": 1}}))
         .await;
-    let shown: Value = h
-        .http
-        .get(format!("{}/admin/keys/{id}", h.url))
-        .bearer_auth(MASTER)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let shown: Value = h.admin_get(&format!("/admin/keys/{id}")).await;
     assert_eq!(shown["limits"], json!({"requests_per_minute": 1}));
     assert_eq!(h.chat(&key, chat_body("gpt-4o-mini")).await.status(), 200);
     let resp = h.chat(&key, chat_body("gpt-4o-mini")).await;
@@ -462,35 +444,32 @@ async fn keys_and_teams_carry_their_own_limits_and_budget() {
     .await;
     // Removing them falls back to the defaults.
     let patched = h
-        .http
-        .patch(format!("{}/admin/keys/{id}", h.url))
-        .bearer_auth(MASTER)
-        .json(&json!({"limits": null}))
-        .send()
-        .await
-        .unwrap();
+        .admin(
+            reqwest::Method::PATCH,
+            &format!("/admin/keys/{id}"),
+            Some(json!({"limits": null})),
+        )
+        .await;
     assert_eq!(patched.status(), 200);
     assert_eq!(h.chat(&key, chat_body("gpt-4o-mini")).await.status(), 200);
     // Invalid values are 400.
     let bad = h
-        .http
-        .patch(format!("{}/admin/keys/{id}", h.url))
-        .bearer_auth(MASTER)
-        .json(&json!({"limits": {"requests_per_minute": 0}}))
-        .send()
-        .await
-        .unwrap();
+        .admin(
+            reqwest::Method::PATCH,
+            &format!("/admin/keys/{id}"),
+            Some(json!({"limits": {"requests_per_minute": 0}})),
+        )
+        .await;
     assert_error(bad, 400, "invalid_request").await;
 
     // A team's own budget.
     let resp = h
-        .http
-        .patch(format!("{}/admin/teams/red", h.url))
-        .bearer_auth(MASTER)
-        .json(&json!({"budget": {"usd": "0.001", "period": "daily"}}))
-        .send()
-        .await
-        .unwrap();
+        .admin(
+            reqwest::Method::PATCH,
+            "/admin/teams/red",
+            Some(json!({"budget": {"usd": "0.001", "period": "daily"}})),
+        )
+        .await;
     assert_eq!(resp.status(), 200);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["budget"], json!({"usd": "0.001000", "period": "daily"}));
@@ -503,27 +482,9 @@ async fn keys_and_teams_carry_their_own_limits_and_budget() {
         "own budget of team:red",
     )
     .await;
-    let teams: Value = h
-        .http
-        .get(format!("{}/admin/teams", h.url))
-        .bearer_auth(MASTER)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let teams: Value = h.admin_get("/admin/teams").await;
     assert_eq!(teams["data"][0]["id"], "red", "{teams}");
-    let audit: Value = h
-        .http
-        .get(format!("{}/admin/audit", h.url))
-        .bearer_auth(MASTER)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit: Value = h.admin_get("/admin/audit").await;
     assert!(
         audit["data"]
             .as_array()
@@ -532,25 +493,12 @@ async fn keys_and_teams_carry_their_own_limits_and_budget() {
             .any(|e| e["kind"] == "team_updated" && e["target"] == "team:red"),
         "{audit}"
     );
-    let b: Value = h
-        .http
-        .get(format!("{}/admin/budgets", h.url))
-        .bearer_auth(MASTER)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let b: Value = h.admin_get("/admin/budgets").await;
     assert_eq!(b["data"][0]["budget"], "own budget of team:red", "{b}");
     assert_eq!(b["data"][0]["budget_micros"], 1000, "{b}");
     let del = h
-        .http
-        .delete(format!("{}/admin/teams/red", h.url))
-        .bearer_auth(MASTER)
-        .send()
-        .await
-        .unwrap();
+        .admin(reqwest::Method::DELETE, "/admin/teams/red", None)
+        .await;
     assert_eq!(del.status(), 200);
     assert_eq!(h.chat(&key, chat_body("gpt-4o-mini")).await.status(), 200);
     h.stop().await;
@@ -618,13 +566,12 @@ async fn a_user_named_by_keys_can_get_own_limits() {
     let h = limited("").await;
     let key = h.key().await; // user alice
     let resp = h
-        .http
-        .patch(format!("{}/admin/users/alice", h.url))
-        .bearer_auth(MASTER)
-        .json(&json!({"limits": {"requests_per_hour": 1}}))
-        .send()
-        .await
-        .unwrap();
+        .admin(
+            reqwest::Method::PATCH,
+            "/admin/users/alice",
+            Some(json!({"limits": {"requests_per_hour": 1}})),
+        )
+        .await;
     assert_eq!(resp.status(), 200);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["limits"], json!({"requests_per_hour": 1}), "{v}");
@@ -640,22 +587,20 @@ async fn a_user_named_by_keys_can_get_own_limits() {
     .await;
     // Disabling an unknown user is still 404; bad values are 400 and change nothing.
     let resp = h
-        .http
-        .patch(format!("{}/admin/users/nobody", h.url))
-        .bearer_auth(MASTER)
-        .json(&json!({"disabled": true}))
-        .send()
-        .await
-        .unwrap();
+        .admin(
+            reqwest::Method::PATCH,
+            "/admin/users/nobody",
+            Some(json!({"disabled": true})),
+        )
+        .await;
     assert_error(resp, 404, "not_found").await;
     let resp = h
-        .http
-        .patch(format!("{}/admin/users/alice", h.url))
-        .bearer_auth(MASTER)
-        .json(&json!({"budget": {"usd": 0, "period": "daily"}}))
-        .send()
-        .await
-        .unwrap();
+        .admin(
+            reqwest::Method::PATCH,
+            "/admin/users/alice",
+            Some(json!({"budget": {"usd": 0, "period": "daily"}})),
+        )
+        .await;
     assert_error(resp, 400, "invalid_request").await;
     h.stop().await;
 }

@@ -126,6 +126,32 @@ impl Harness {
         )
     }
 
+    /// An admin call with the master key; `path` starts with `/admin`.
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(MASTER);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// `GET` an admin path with the master key: the JSON answer.
+    pub async fn admin_get(&self, path: &str) -> Value {
+        self.admin(reqwest::Method::GET, path, None)
+            .await
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// A key with no restrictions.
     pub async fn key(&self) -> String {
         self.create_key(json!({"name": "test", "user": "alice", "team": "red"}))
