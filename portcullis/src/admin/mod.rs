@@ -475,10 +475,11 @@ fn check_metadata(m: Option<&serde_json::Value>) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn created(key: crate::secret::Secret, record: &ApiKeyRecord, now: i64) -> Response {
+/// The create/rotate answer: `201` with the only copy of the secret.
+fn created(key: crate::secret::Secret, view: KeyView) -> Response {
     let body = CreatedKey {
         key: key.expose().to_owned(),
-        view: view(record, now),
+        view,
     };
     (StatusCode::CREATED, axum::Json(body)).into_response()
 }
@@ -537,11 +538,7 @@ pub async fn create_key(
         serde_json::to_value(&shown).ok(),
     )
     .await;
-    let body = CreatedKey {
-        key: key.expose().to_owned(),
-        view: shown,
-    };
-    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+    Ok(created(key, shown))
 }
 
 #[derive(Deserialize, Default)]
@@ -773,7 +770,7 @@ pub async fn rotate_key(
         })),
     )
     .await;
-    Ok(created(key, &record, now))
+    Ok(created(key, limits::key_view(&state, view(&record, now))))
 }
 
 #[derive(Deserialize, Default)]
