@@ -85,6 +85,24 @@ pub fn reload(state: &AppState) -> Result<ReloadReport, ConfigErrors> {
     })
 }
 
+/// [`reload`], and on success the `config_reloaded` audit event naming `actor`.
+pub async fn reload_audited(
+    state: &AppState,
+    actor: &crate::authn::Admin,
+) -> Result<ReloadReport, ConfigErrors> {
+    let report = reload(state)?;
+    crate::admin::audit_change(
+        state,
+        actor,
+        "config_reloaded",
+        "config".into(),
+        None,
+        serde_json::to_value(&report).ok(),
+    )
+    .await;
+    Ok(report)
+}
+
 /// Reloads on every SIGHUP until the process ends.
 pub async fn on_sighup(state: AppState) {
     #[cfg(unix)]
@@ -95,25 +113,12 @@ pub async fn on_sighup(state: AppState) {
         };
         let actor = crate::authn::Admin::signal("sighup");
         while hup.recv().await.is_some() {
-            match reload(&state) {
-                Ok(report) => {
-                    crate::admin::audit_change(
-                        &state,
-                        &actor,
-                        "config_reloaded",
-                        "config".into(),
-                        None,
-                        serde_json::to_value(&report).ok(),
-                    )
-                    .await;
-                }
-                Err(e) => {
-                    tracing::error!(errors = %e, "reload refused: the running configuration stays");
-                    // Certificates live in their own files: renew them even when the
-                    // configuration file is being edited.
-                    if let Some(tls) = &state.tls {
-                        let _ = tls.reload();
-                    }
+            if let Err(e) = reload_audited(&state, &actor).await {
+                tracing::error!(errors = %e, "reload refused: the running configuration stays");
+                // Certificates live in their own files: renew them even when the
+                // configuration file is being edited.
+                if let Some(tls) = &state.tls {
+                    let _ = tls.reload();
                 }
             }
         }

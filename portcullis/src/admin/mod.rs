@@ -1006,19 +1006,8 @@ pub async fn reload(
     State(state): State<AppState>,
     Extension(admin): Extension<Admin>,
 ) -> Result<Response, ApiError> {
-    match crate::reload::reload(&state) {
-        Ok(report) => {
-            audit_change(
-                &state,
-                &admin,
-                "config_reloaded",
-                "config".into(),
-                None,
-                serde_json::to_value(&report).ok(),
-            )
-            .await;
-            Ok(axum::Json(report).into_response())
-        }
+    match crate::reload::reload_audited(&state, &admin).await {
+        Ok(report) => Ok(axum::Json(report).into_response()),
         Err(e) => {
             tracing::error!(errors = %e, "reload refused: the running configuration stays");
             let list: Vec<String> = e.errors.iter().map(ToString::to_string).collect();
