@@ -59,6 +59,8 @@ pub struct FileConfig {
     #[serde(default)]
     budgets: Vec<crate::limits::config::BudgetFile>,
     #[serde(default)]
+    budget_alerts: crate::limits::config::BudgetAlertsFile,
+    #[serde(default)]
     pricing: std::collections::BTreeMap<String, crate::limits::config::PriceFile>,
     #[serde(default)]
     server: ServerFile,
@@ -205,6 +207,8 @@ pub struct Config {
     pub limits: crate::limits::config::LimitsConfig,
     /// Budgets (`budgets:`).
     pub budgets: Vec<crate::limits::config::BudgetConfig>,
+    /// Alert defaults for every budget, and the only alert target of own budgets (`budget_alerts:`).
+    pub budget_alerts: crate::limits::config::BudgetAlerts,
     /// Model prices (`pricing:` over the built-in table).
     pub pricing: crate::limits::config::Pricing,
     /// Server settings.
@@ -869,7 +873,9 @@ fn validate(
     }
     let max_body_bytes = usize::try_from(max_body_bytes).unwrap_or(usize::MAX);
     let limits = file.limits.validate(&mut errors);
-    let budgets = crate::limits::config::validate_budgets(file.budgets, &mut errors);
+    let budget_alerts = file.budget_alerts.validate(&mut errors);
+    let budgets =
+        crate::limits::config::validate_budgets(file.budgets, &budget_alerts, &mut errors);
     let pricing = crate::limits::config::Pricing::new(file.pricing, &mut errors);
 
     let server = ServerConfig {
@@ -931,6 +937,7 @@ fn validate(
         max_body_bytes,
         limits,
         budgets,
+        budget_alerts,
         pricing,
         server,
         ledger,

@@ -1,7 +1,7 @@
 //! Live reload: `SIGHUP` or `POST /admin/reload` re-reads the configuration
 //! file, validates all of it, and swaps in what can change while serving
 //! (the access rules, the ownership settings, the admin roles and address
-//! allowlist, and the TLS certificates). An invalid file is refused and the running
+//! allowlist, limits, budgets, budget alerts and prices, and the TLS certificates). An invalid file is refused and the running
 //! configuration stays. Requests in flight keep the rules they started with.
 
 use serde::Serialize;
@@ -45,14 +45,11 @@ pub fn reload(state: &AppState) -> Result<ReloadReport, ConfigErrors> {
     if differs(&old.providers, &new.providers) || old.default_provider != new.default_provider {
         restart.push("providers");
     }
-    if old.max_body_bytes != new.max_body_bytes || differs(&old.limits, &new.limits) {
-        restart.push("limits");
+    if old.max_body_bytes != new.max_body_bytes {
+        restart.push("limits.max_body_bytes");
     }
-    if differs(&old.budgets, &new.budgets) {
-        restart.push("budgets");
-    }
-    if differs(&old.pricing, &new.pricing) {
-        restart.push("pricing");
+    if old.limits.max_tracked_subjects != new.limits.max_tracked_subjects {
+        restart.push("limits.max_tracked_subjects");
     }
     if differs(&old.auth, &new.auth) || differs(&old.master_key, &new.master_key) {
         restart.push("auth");
@@ -67,6 +64,7 @@ pub fn reload(state: &AppState) -> Result<ReloadReport, ConfigErrors> {
         restart.push("server");
     }
     let rules = new.rules.rules.len();
+    state.limits.reconfigure(&new);
     state.rules.store(std::sync::Arc::new(new.rules));
     state.authn.set_admin_config(&new.admin);
     state.ownership.store(std::sync::Arc::new(new.ownership));

@@ -251,22 +251,53 @@ async fn a_daily_budget_rolls_over_at_utc_midnight() {
 
 /// A local webhook receiver: every POSTed JSON body.
 async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let (url, got, _) = failing_receiver(0).await;
+    (url, got)
+}
+
+/// A receiver that answers 503 to its first `failures` calls, then 200; also
+/// returns how many calls it had. Only accepted bodies are kept.
+async fn failing_receiver(
+    failures: usize,
+) -> (
+    String,
+    Arc<Mutex<Vec<Value>>>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let got = Arc::new(Mutex::new(Vec::new()));
-    let g = got.clone();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (g, c) = (got.clone(), calls.clone());
     let app = axum::Router::new().route(
         "/hook",
         axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
-            let g = g.clone();
+            let (g, c) = (g.clone(), c.clone());
             async move {
+                if c.fetch_add(1, Ordering::SeqCst) < failures {
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                }
                 g.lock().unwrap().push(v);
-                "ok"
+                axum::http::StatusCode::OK
             }
         }),
     );
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", l.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    (url, got)
+    (url, got, calls)
+}
+
+/// Waits (up to 10 s) until `got` holds `n` alerts, then a little longer so a
+/// duplicate would have arrived too.
+async fn wait_for_alerts(got: &Mutex<Vec<Value>>, n: usize) -> Vec<Value> {
+    for _ in 0..500 {
+        if got.lock().unwrap().len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    got.lock().unwrap().clone()
 }
 
 #[tokio::test]
@@ -290,16 +321,8 @@ async fn alerts_go_to_the_webhook_once_per_threshold() {
         }
         r.text().await.unwrap();
     }
-    // Deliveries are asynchronous: wait for both (a loaded machine is slow), then
-    // a little longer, so a duplicate would have arrived too.
-    for _ in 0..250 {
-        if got.lock().unwrap().len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let alerts = got.lock().unwrap().clone();
+    // Deliveries are asynchronous, one at a time in the order they fired.
+    let alerts = wait_for_alerts(&got, 2).await;
     let thresholds: Vec<_> = alerts
         .iter()
         .map(|a| a["threshold_percent"].as_u64().unwrap())
@@ -308,6 +331,103 @@ async fn alerts_go_to_the_webhook_once_per_threshold() {
     assert_eq!(alerts[0]["subject"], "team:red");
     assert_eq!(alerts[0]["budget"], "budgets[0]");
     assert_eq!(alerts[0]["budget_micros"], budget);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn own_budgets_alert_to_the_configured_webhook_only() {
+    let (hook, got) = receiver().await;
+    let budget = 4 * est_cost(&body5());
+    let h = Harness::start_with(Opts {
+        top_extra: format!("budget_alerts:\n  webhook: {hook}\n{PRICING}"),
+        ..Default::default()
+    })
+    .await;
+    let key = h.key().await; // team red
+    // The API chooses thresholds; a webhook of its own is not a field.
+    let own = |extra: Value| {
+        let mut b = json!({"usd": usd(budget), "period": "monthly"});
+        b.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        json!({ "budget": b })
+    };
+    let refused = h
+        .admin(
+            reqwest::Method::PATCH,
+            "/admin/teams/red",
+            Some(own(json!({"webhook": "http://169.254.169.254/steal"}))),
+        )
+        .await;
+    assert_error(refused, 400, "invalid_request").await;
+    let resp = h
+        .admin(
+            reqwest::Method::PATCH,
+            "/admin/teams/red",
+            Some(own(json!({"alert_at_percent": [10]}))),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["budget"]["alert_at_percent"], json!([10]), "{v}");
+    for _ in 0..2 {
+        assert_eq!(h.chat(&key, body5()).await.status(), 200);
+    }
+    let alerts = wait_for_alerts(&got, 1).await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["budget"], "own budget of team:red");
+    assert_eq!(alerts[0]["subject"], "team:red");
+    assert_eq!(alerts[0]["threshold_percent"], 10);
+    assert_eq!(alerts[0]["budget_micros"], budget);
+    let stats: Value = h.admin_get("/admin/limits").await;
+    assert_eq!(stats["alerts_sent_total"], 1, "{stats}");
+    h.stop().await;
+
+    // Without `budget_alerts.webhook` there is nowhere to send them: 400, nothing stored.
+    let h = Harness::start_with(Opts {
+        top_extra: PRICING.to_owned(),
+        ..Default::default()
+    })
+    .await;
+    let resp = h
+        .admin(
+            reqwest::Method::PATCH,
+            "/admin/teams/red",
+            Some(own(json!({"alert_at_percent": [50]}))),
+        )
+        .await;
+    let v = assert_error(resp, 400, "invalid_request").await;
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("budget_alerts.webhook"), "{msg}");
+    let teams: Value = h.admin_get("/admin/teams").await;
+    assert_eq!(teams["data"], json!([]), "{teams}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_webhook_is_retried_and_its_alert_delivered_once() {
+    let (hook, got, calls) = failing_receiver(1).await;
+    let budget = 4 * est_cost(&body5());
+    let h = Harness::start_with(Opts {
+        top_extra: format!(
+            "budget_alerts:\n  webhook: {hook}\n  alert_at_percent: [10]\nbudgets:\n  - subjects: [\"team:*\"]\n    usd: {}\n    period: monthly\n{PRICING}",
+            usd(budget)
+        ),
+        ..Default::default()
+    })
+    .await;
+    let key = h.key().await;
+    for _ in 0..2 {
+        assert_eq!(h.chat(&key, body5()).await.status(), 200);
+    }
+    // The first attempt is refused with a 503; the retry a second later is accepted.
+    let alerts = wait_for_alerts(&got, 1).await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["budget"], "budgets[0]", "{alerts:?}");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let stats: Value = h.admin_get("/admin/limits").await;
+    assert_eq!(stats["alerts_sent_total"], 1, "{stats}");
+    assert_eq!(stats["alerts_failed_total"], 0, "{stats}");
     h.stop().await;
 }
 

@@ -621,3 +621,89 @@ async fn a_provider_with_stream_usage_off_gets_the_stream_as_the_client_sent_it(
     assert!(sent.get("stream_options").is_none(), "{sent}");
     h.stop().await;
 }
+
+#[tokio::test]
+async fn limits_budgets_and_prices_change_on_reload() {
+    let g = FileGateway::start(
+        "",
+        "limits:\n  defaults:\n    key: {requests_per_minute: 100}\n",
+    )
+    .await;
+    let (_, key) = g.create_key(json!({"team": "red"})).await;
+    let chat = || async {
+        g.http
+            .post(format!("{}/v1/chat/completions", g.url))
+            .bearer_auth(&key)
+            .json(&chat_body("gpt-4o-mini"))
+            .send()
+            .await
+            .unwrap()
+    };
+    for _ in 0..3 {
+        assert_eq!(chat().await.status(), 200);
+    }
+
+    // A tighter rate: a fresh bucket of the new size, in force at once.
+    reload(
+        &g,
+        "limits:\n  defaults:\n    key: {requests_per_minute: 2}\n",
+    )
+    .await;
+    for _ in 0..2 {
+        let r = chat().await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "x-ratelimit-limit-requests"), Some("2"));
+    }
+    let before = g.mock.request_count();
+    let v = assert_error(chat().await, 429, "rate_limit_exceeded").await;
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limits.defaults.key.requests_per_minute"),
+        "{v}"
+    );
+    assert_eq!(g.mock.request_count(), before);
+
+    // A budget and a price: cheap fits, then a price rise no longer fits.
+    let cheap = "budgets:\n  - subjects: [\"team:*\"]\n    usd: 1\n    period: monthly\npricing:\n  openai/gpt-4o-mini: {input: 1, output: 1}\n";
+    reload(&g, cheap).await;
+    assert_eq!(chat().await.status(), 200);
+    reload(&g, "budgets:\n  - subjects: [\"team:*\"]\n    usd: 1\n    period: monthly\npricing:\n  openai/gpt-4o-mini: {input: 100000000, output: 100000000}\n").await;
+    let before = g.mock.request_count();
+    let v = assert_error(chat().await, 429, "insufficient_quota").await;
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("budgets[0]"),
+        "{v}"
+    );
+    assert_eq!(g.mock.request_count(), before);
+    // And without limits or budgets, nothing refuses.
+    reload(&g, "").await;
+    for _ in 0..5 {
+        assert_eq!(chat().await.status(), 200);
+    }
+    // What still needs a restart says so.
+    reload_needs_restart(&g).await;
+}
+
+/// Rewrites the file and reloads: 200, nothing waiting for a restart.
+async fn reload(g: &FileGateway, top: &str) {
+    g.rewrite("", top);
+    let r = g.reload(MASTER).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["restart_needed_for"], json!([]), "{v}");
+}
+
+async fn reload_needs_restart(g: &FileGateway) {
+    g.rewrite("", "limits:\n  max_tracked_subjects: 5000\n");
+    let v: Value = g.reload(MASTER).await.json().await.unwrap();
+    assert_eq!(
+        v["restart_needed_for"],
+        json!(["limits.max_tracked_subjects"]),
+        "{v}"
+    );
+}

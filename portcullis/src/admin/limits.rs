@@ -62,7 +62,7 @@ pub async fn budgets(
 ) -> Result<Response, ApiError> {
     let now = state.clock.now_ms();
     let mut data = Vec::new();
-    let configured = state.limits.budgets().iter().map(|b| (None, b.clone()));
+    let configured = state.limits.budgets().into_iter().map(|b| (None, b));
     let own = state
         .limits
         .own_budgets()
@@ -146,6 +146,10 @@ pub struct LimiterStats {
     pub budget_exhausted_total: u64,
     /// Successful requests whose provider reported no usage (charged their reservation).
     pub usage_unreported_total: u64,
+    /// Budget alerts the webhook accepted since start.
+    pub alerts_sent_total: u64,
+    /// Budget alerts not delivered since start (after retries, or dropped from a full queue).
+    pub alerts_failed_total: u64,
     /// Tracked buckets per kind, and the bound (`limits.max_tracked_subjects`).
     #[schema(value_type = Object)]
     pub tracked: serde_json::Value,
@@ -159,6 +163,8 @@ pub async fn stats(State(state): State<AppState>, _: Extension<Admin>) -> Respon
         rate_limited_total: c.rate_limited.load(Ordering::Relaxed),
         budget_exhausted_total: c.budget_exhausted.load(Ordering::Relaxed),
         usage_unreported_total: c.usage_unreported.load(Ordering::Relaxed),
+        alerts_sent_total: c.alerts_sent.load(Ordering::Relaxed),
+        alerts_failed_total: c.alerts_failed.load(Ordering::Relaxed),
         tracked: state.limits.tracked(),
     })
     .into_response()
@@ -181,11 +187,12 @@ fn bad(message: String) -> ApiError {
 
 /// Validates own limits and a budget given to `POST /admin/keys`.
 pub(super) fn checked_own(
+    state: &AppState,
     limits: Option<LimitSet>,
     budget: Option<OwnBudget>,
 ) -> Result<OwnLimits, ApiError> {
     let own = OwnLimits { limits, budget };
-    own.check().map_err(bad)?;
+    own.check(&state.limits.budget_alerts()).map_err(bad)?;
     Ok(own)
 }
 
@@ -207,12 +214,12 @@ pub(super) async fn set_own(
 type OwnPatch = (Option<Option<LimitSet>>, Option<Option<OwnBudget>>);
 
 /// Validates the values of an own-limits patch before anything is stored.
-pub(super) fn check_patch(patch: &OwnPatch) -> Result<(), ApiError> {
+pub(super) fn check_patch(state: &AppState, patch: &OwnPatch) -> Result<(), ApiError> {
     OwnLimits {
         limits: patch.0.clone().flatten(),
         budget: patch.1.clone().flatten(),
     }
-    .check()
+    .check(&state.limits.budget_alerts())
     .map_err(bad)
 }
 
@@ -233,7 +240,7 @@ pub(super) async fn patch_own(
     if let Some(b) = budget {
         own.budget = b;
     }
-    own.check().map_err(bad)?;
+    own.check(&state.limits.budget_alerts()).map_err(bad)?;
     set_own(state, subject, own.clone()).await?;
     Ok(own)
 }

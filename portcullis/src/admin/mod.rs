@@ -503,7 +503,7 @@ pub async fn create_key(
     }
     check_lists(req.models.as_ref(), req.endpoints.as_ref())?;
     check_metadata(req.metadata.as_ref())?;
-    let own = limits::checked_own(req.limits, req.budget)?;
+    let own = limits::checked_own(&state, req.limits, req.budget)?;
     let now = state.clock.now_ms();
     let (id, key) = keys::generate();
     let record = ApiKeyRecord {
@@ -646,7 +646,7 @@ pub async fn update_key(
     )?;
     check_metadata(req.metadata.as_ref().and_then(Option::as_ref))?;
     let own_patch = (req.limits, req.budget);
-    limits::check_patch(&own_patch)?;
+    limits::check_patch(&state, &own_patch)?;
     let patch = KeyPatch {
         name: req.name,
         user: req.user,
@@ -886,7 +886,7 @@ pub async fn update_user(
             if sets_own_only && admin.require_admin("own limits of an unseen user").is_ok() =>
         {
             let own_patch = (req.limits, req.budget);
-            limits::check_patch(&own_patch)?;
+            limits::check_patch(&state, &own_patch)?;
             let subject = format!("user:{id}");
             let before = serde_json::to_value(state.limits.own(&subject)).ok();
             let own = limits::patch_own(&state, &subject, own_patch).await?;
@@ -907,7 +907,7 @@ pub async fn update_user(
     })
     .ok();
     let own_patch = (req.limits, req.budget);
-    limits::check_patch(&own_patch)?;
+    limits::check_patch(&state, &own_patch)?;
     let found = match req.disabled {
         Some(d) => state
             .store

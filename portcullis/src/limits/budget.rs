@@ -2,7 +2,6 @@
 //! reserved atomically before a call and settled after it.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use time::{Date, Duration, Month, OffsetDateTime, Time};
 
@@ -50,8 +49,8 @@ pub struct BudgetState {
     amounts: Mutex<(i64, i64)>,
     /// The ledger's spend for this period has been added.
     pub(crate) loaded: tokio::sync::OnceCell<()>,
-    /// Bit `i` set: alert threshold `i` has fired this period.
-    alerted: AtomicU32,
+    /// Alert thresholds (percent) that have fired this period.
+    alerted: Mutex<Vec<u32>>,
 }
 
 impl BudgetState {
@@ -91,10 +90,17 @@ impl BudgetState {
         *self.lock()
     }
 
-    /// Marks threshold `i` fired; true the first time.
-    pub fn fire(&self, i: usize) -> bool {
-        let bit = 1u32 << (i % 32);
-        self.alerted.fetch_or(bit, Ordering::SeqCst) & bit == 0
+    /// Marks the threshold `percent` fired; true the first time.
+    pub fn fire(&self, percent: u32) -> bool {
+        let mut g = self
+            .alerted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if g.contains(&percent) {
+            return false;
+        }
+        g.push(percent);
+        true
     }
 }
 
@@ -141,8 +147,8 @@ mod tests {
         s.settle(40, 40);
         assert_eq!(s.amounts(), (110, 0));
         assert!(!s.try_reserve(100, 0));
-        assert!(s.fire(0));
-        assert!(!s.fire(0));
-        assert!(s.fire(1));
+        assert!(s.fire(80));
+        assert!(!s.fire(80));
+        assert!(s.fire(100));
     }
 }

@@ -453,9 +453,90 @@ pub struct BudgetConfig {
     pub webhook: Option<crate::secret::Secret>,
 }
 
-/// Validates `budgets`.
+/// `budget_alerts` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetAlertsFile {
+    #[serde(default)]
+    alert_at_percent: Vec<u32>,
+    webhook: Option<crate::secret::Secret>,
+}
+
+/// Alert defaults: the thresholds and webhook of every budget that names none,
+/// and the only webhook own budgets (admin API) alert to — an admin API caller
+/// can choose thresholds, never where the gateway sends requests.
+#[derive(Debug, Clone, Default)]
+pub struct BudgetAlerts {
+    /// Thresholds, ascending.
+    pub alert_at_percent: Vec<u32>,
+    /// Where alerts are POSTed.
+    pub webhook: Option<crate::secret::Secret>,
+}
+
+impl BudgetAlertsFile {
+    /// Validates `budget_alerts`.
+    pub fn validate(self, errors: &mut Vec<ConfigError>) -> BudgetAlerts {
+        let alert_at_percent = thresholds(&self.alert_at_percent, "budget_alerts", errors);
+        if let Some(w) = &self.webhook {
+            check_webhook(w, "budget_alerts", errors);
+        }
+        if !alert_at_percent.is_empty() && self.webhook.is_none() {
+            errors.push(ConfigError {
+                location: "budget_alerts.webhook".into(),
+                message: "required with alert_at_percent".into(),
+            });
+        }
+        BudgetAlerts {
+            alert_at_percent,
+            webhook: self.webhook,
+        }
+    }
+}
+
+/// Sorted, deduplicated thresholds; at most 16, each 1..=1000.
+fn thresholds(list: &[u32], at: &str, errors: &mut Vec<ConfigError>) -> Vec<u32> {
+    let mut alerts = list.to_vec();
+    alerts.sort_unstable();
+    alerts.dedup();
+    if let Err(m) = check_thresholds(&alerts) {
+        errors.push(ConfigError {
+            location: format!("{at}.alert_at_percent"),
+            message: m.into(),
+        });
+    }
+    alerts
+}
+
+fn check_thresholds(list: &[u32]) -> Result<(), &'static str> {
+    if list.len() > 16 || list.iter().any(|p| *p == 0 || *p > 1000) {
+        return Err("at most 16 thresholds, each from 1 to 1000");
+    }
+    Ok(())
+}
+
+/// A webhook is an http(s) URL whose host is not link-local or cloud metadata
+/// (the gateway would POST there from inside the network).
+fn check_webhook(w: &crate::secret::Secret, at: &str, errors: &mut Vec<ConfigError>) {
+    let message = match w.expose().parse::<http::Uri>() {
+        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() => {
+            match crate::proxy::ssrf::check_host(u.host().unwrap_or("")) {
+                Ok(()) => return,
+                // The host only, never the URL (it may carry a token).
+                Err(why) => format!("refused: {why}"),
+            }
+        }
+        _ => "is not an http(s) URL".to_owned(),
+    };
+    errors.push(ConfigError {
+        location: format!("{at}.webhook"),
+        message,
+    });
+}
+
+/// Validates `budgets`; thresholds and webhook default to `defaults`.
 pub fn validate_budgets(
     files: Vec<BudgetFile>,
+    defaults: &BudgetAlerts,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<BudgetConfig> {
     let mut out = Vec::new();
@@ -468,31 +549,18 @@ pub fn validate_budgets(
                 message: "must be greater than zero".into(),
             });
         }
-        let mut alerts = b.alert_at_percent.clone();
-        alerts.sort_unstable();
-        alerts.dedup();
-        if alerts.len() > 16 || alerts.iter().any(|p| *p == 0 || *p > 1000) {
-            errors.push(ConfigError {
-                location: format!("{at}.alert_at_percent"),
-                message: "at most 16 thresholds, each from 1 to 1000".into(),
-            });
+        let mut alerts = thresholds(&b.alert_at_percent, &at, errors);
+        if alerts.is_empty() {
+            alerts.clone_from(&defaults.alert_at_percent);
         }
         if let Some(w) = &b.webhook {
-            let w = w.expose();
-            let ok = w.parse::<http::Uri>().is_ok_and(|u| {
-                matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some()
-            });
-            if !ok {
-                errors.push(ConfigError {
-                    location: format!("{at}.webhook"),
-                    message: "is not an http(s) URL".to_owned(),
-                });
-            }
+            check_webhook(w, &at, errors);
         }
-        if !alerts.is_empty() && b.webhook.is_none() {
+        let webhook = b.webhook.or_else(|| defaults.webhook.clone());
+        if !alerts.is_empty() && webhook.is_none() {
             errors.push(ConfigError {
                 location: format!("{at}.webhook"),
-                message: "required with alert_at_percent".into(),
+                message: "required with alert_at_percent (or set budget_alerts.webhook)".into(),
             });
         }
         out.push(BudgetConfig {
@@ -503,7 +571,7 @@ pub fn validate_budgets(
             micros: b.usd.0,
             period: b.period,
             alert_at_percent: alerts,
-            webhook: b.webhook,
+            webhook,
         });
     }
     out
@@ -652,22 +720,55 @@ mod tests {
     }
 
     #[test]
-    fn the_same_file_reads_the_same_so_reload_sees_no_change() {
-        // `reload` compares sections by their Debug text: it must not depend on hash order.
-        let y = "limits:\n  defaults:\n    user: {requests_per_minute: 5}\nbudgets:\n  - subjects: [\"team:*\"]\n    usd: 5\n    period: daily\n    alert_at_percent: [50]\n    webhook: https://hooks.example.com/T0K3N\npricing:\n  a/b: {input: 1}\n  c: {output: 2}\n  d/e: {input: 3}\n";
+    fn budget_alerts_fill_in_budgets_and_webhooks_are_checked() {
         let env = |_: &str| None;
-        let load = || {
+        let load = |y: &str| {
             crate::config::Config::from_yaml(y, &env, crate::config::ConfigSource::Defaults)
-                .unwrap_or_else(|e| unreachable!("{e}"))
         };
-        let (a, b) = (load(), load());
-        assert_eq!(format!("{:?}", a.pricing), format!("{:?}", b.pricing));
-        assert_eq!(format!("{:?}", a.budgets), format!("{:?}", b.budgets));
-        assert_eq!(format!("{:?}", a.limits), format!("{:?}", b.limits));
+        let c = load("budget_alerts:\n  webhook: https://hooks.example.com/T0K3N\n  alert_at_percent: [100, 80]\nbudgets:\n  - subjects: [\"team:*\"]\n    usd: 5\n    period: daily\n  - subjects: [\"user:*\"]\n    usd: 1\n    period: daily\n    alert_at_percent: [50]\n")
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(c.budgets[0].alert_at_percent, vec![80, 100]);
+        assert_eq!(c.budgets[1].alert_at_percent, vec![50]);
+        assert!(c.budgets.iter().all(|b| b.webhook.is_some()));
         assert!(
-            !format!("{:?}", a.budgets).contains("T0K3N"),
+            !format!("{:?}", c.budgets).contains("T0K3N"),
             "the webhook URL is redacted"
         );
+        for (yaml, location, says) in [
+            (
+                "budget_alerts:\n  webhook: http://169.254.169.254/latest\n",
+                "budget_alerts.webhook",
+                "link-local",
+            ),
+            (
+                "budgets:\n  - subjects: [\"*\"]\n    usd: 1\n    period: daily\n    alert_at_percent: [50]\n    webhook: http://metadata.google.internal/x\n",
+                "budgets[0].webhook",
+                "metadata",
+            ),
+            (
+                "budget_alerts:\n  alert_at_percent: [50]\n",
+                "budget_alerts.webhook",
+                "required",
+            ),
+            (
+                "budgets:\n  - subjects: [\"*\"]\n    usd: 1\n    period: daily\n    alert_at_percent: [50]\n",
+                "budgets[0].webhook",
+                "budget_alerts.webhook",
+            ),
+            (
+                "budget_alerts:\n  webhook: ftp://x/\n",
+                "budget_alerts.webhook",
+                "http(s)",
+            ),
+        ] {
+            let e = load(yaml).err().unwrap_or_else(|| unreachable!("{yaml}"));
+            let e = e
+                .errors
+                .iter()
+                .find(|e| e.location == location)
+                .unwrap_or_else(|| unreachable!("{yaml}: {e}"));
+            assert!(e.message.contains(says), "{yaml}: {}", e.message);
+        }
     }
 
     #[test]
@@ -697,6 +798,10 @@ pub struct OwnBudget {
     pub usd: Micros,
     /// `daily`, `weekly`, `monthly` or `total`.
     pub period: BudgetPeriod,
+    /// Alert thresholds, percent of `usd` (default: `budget_alerts.alert_at_percent`).
+    /// Alerts go to `budget_alerts.webhook` of the configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_at_percent: Option<Vec<u32>>,
 }
 
 fn ser_usd<S: serde::Serializer>(m: &Micros, s: S) -> Result<S::Ok, S::Error> {
@@ -714,7 +819,7 @@ pub struct OwnLimits {
 
 impl OwnLimits {
     /// 400-worthy problems, as `field: message`.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self, alerts: &BudgetAlerts) -> Result<(), String> {
         if let Some(l) = &self.limits {
             let mut errors = Vec::new();
             l.check("limits", &mut errors);
@@ -722,23 +827,39 @@ impl OwnLimits {
                 return Err(e.to_string());
             }
         }
-        if self.budget.as_ref().is_some_and(|b| b.usd.0 <= 0) {
-            return Err("budget.usd: must be greater than zero".into());
+        if let Some(b) = &self.budget {
+            if b.usd.0 <= 0 {
+                return Err("budget.usd: must be greater than zero".into());
+            }
+            if let Some(list) = &b.alert_at_percent {
+                check_thresholds(list).map_err(|m| format!("budget.alert_at_percent: {m}"))?;
+                if !list.is_empty() && alerts.webhook.is_none() {
+                    return Err("budget.alert_at_percent: alerts need `budget_alerts.webhook` in the gateway's configuration".into());
+                }
+            }
         }
         Ok(())
     }
 
     /// The `BudgetConfig` the limiter applies for `subject`.
-    pub fn budget_config(&self, subject: &str) -> Option<BudgetConfig> {
-        self.budget.as_ref().map(|b| BudgetConfig {
-            index: usize::MAX,
-            label: format!("own budget of {subject}"),
-            subjects: Vec::new(),
-            subject_text: vec![subject.to_owned()],
-            micros: b.usd.0,
-            period: b.period,
-            alert_at_percent: Vec::new(),
-            webhook: None,
+    pub fn budget_config(&self, subject: &str, alerts: &BudgetAlerts) -> Option<BudgetConfig> {
+        self.budget.as_ref().map(|b| {
+            let mut list = b
+                .alert_at_percent
+                .clone()
+                .unwrap_or_else(|| alerts.alert_at_percent.clone());
+            list.sort_unstable();
+            list.dedup();
+            BudgetConfig {
+                index: usize::MAX,
+                label: format!("own budget of {subject}"),
+                subjects: Vec::new(),
+                subject_text: vec![subject.to_owned()],
+                micros: b.usd.0,
+                period: b.period,
+                webhook: alerts.webhook.clone().filter(|_| !list.is_empty()),
+                alert_at_percent: list,
+            }
         })
     }
 }

@@ -15,8 +15,10 @@
 //! All state is in memory, in caches bounded by `limits.max_tracked_subjects`
 //! entries per unit and expired after a period of idleness, so a spray of
 //! distinct principals cannot grow memory without bound. Time comes from
-//! [`crate::clock`]. Budget spend is rebuilt from the usage ledger (its cost
-//! column) the first time a subject is seen in a period.
+//! [`crate::clock`]. Budget spend is read from the store's per-day spend
+//! (kept with the ledger) the first time a subject is seen in a period.
+//! The configured policy (limits, budgets, prices) is swapped whole on reload;
+//! the state stays.
 
 pub mod budget;
 pub mod config;
@@ -28,10 +30,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use moka::sync::Cache;
 
 use self::budget::BudgetState;
-use self::config::{BudgetConfig, LimitSet, Price, Pricing, RatePeriod, Unit};
+use self::config::{BudgetAlerts, BudgetConfig, LimitSet, Price, Pricing, RatePeriod, Unit};
 pub use self::estimate::Estimate;
 use self::gcra::{Gcra, Spec, Take};
 use crate::authn::Principal;
@@ -109,6 +112,10 @@ pub struct Counters {
     pub budget_exhausted: AtomicU64,
     /// Successful requests whose provider reported no usage: charged their reservation.
     pub usage_unreported: AtomicU64,
+    /// Budget alerts the webhook accepted.
+    pub alerts_sent: AtomicU64,
+    /// Budget alerts that could not be delivered (after retries, or the queue was full).
+    pub alerts_failed: AtomicU64,
 }
 
 /// A subject's own limits and budget, with the budget ready to apply.
@@ -117,18 +124,46 @@ struct Own {
     budget: Option<Arc<BudgetConfig>>,
 }
 
-struct Shared {
-    overrides: std::sync::RwLock<std::collections::HashMap<String, Arc<Own>>>,
-    has_overrides: std::sync::atomic::AtomicBool,
+/// What the configuration says; swapped whole on reload, while the limiter's
+/// state (buckets, counters, spend) stays.
+struct Policy {
     limits: config::LimitsConfig,
     budgets: Vec<Arc<BudgetConfig>>,
     pricing: Pricing,
+    alerts: BudgetAlerts,
+}
+
+impl Policy {
+    fn of(config: &Config) -> Policy {
+        Policy {
+            limits: config.limits.clone(),
+            budgets: config.budgets.iter().cloned().map(Arc::new).collect(),
+            pricing: config.pricing.clone(),
+            alerts: config.budget_alerts.clone(),
+        }
+    }
+}
+
+/// One budget alert on its way to a webhook.
+struct AlertJob {
+    url: crate::secret::Secret,
+    /// The store setting that makes it once per threshold per period.
+    marker: String,
+    payload: serde_json::Value,
+}
+
+struct Shared {
+    overrides: std::sync::RwLock<std::collections::HashMap<String, Arc<Own>>>,
+    has_overrides: std::sync::atomic::AtomicBool,
+    policy: ArcSwap<Policy>,
+    max_tracked: u64,
     rates: [Cache<Arc<str>, Bucket>; 5],
     concurrency: Cache<Arc<str>, Arc<AtomicU64>>,
     budget_states: Cache<Arc<str>, Arc<BudgetState>>,
     store: SharedStore,
     clock: SharedClock,
-    http: Option<reqwest::Client>,
+    /// The alert queue, started with the first alert (`None`: no runtime to run it on).
+    alerts: std::sync::OnceLock<Option<tokio::sync::mpsc::Sender<AlertJob>>>,
     counters: Counters,
 }
 
@@ -139,8 +174,8 @@ pub struct Limiter(Arc<Shared>);
 impl std::fmt::Debug for Limiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Limiter")
-            .field("rules", &self.0.limits.rules.len())
-            .field("budgets", &self.0.budgets.len())
+            .field("rules", &self.0.policy.load().limits.rules.len())
+            .field("budgets", &self.0.policy.load().budgets.len())
             .finish_non_exhaustive()
     }
 }
@@ -209,23 +244,11 @@ impl Limiter {
                 .time_to_idle(Duration::from_millis(u64::try_from(p.ms()).unwrap_or(1)))
                 .build()
         };
-        let http = config
-            .budgets
-            .iter()
-            .any(|b| b.webhook.is_some())
-            .then(|| {
-                reqwest::Client::builder()
-                    .timeout(Duration::from_secs(10))
-                    .build()
-                    .ok()
-            })
-            .flatten();
         Limiter(Arc::new(Shared {
             overrides: std::sync::RwLock::default(),
             has_overrides: std::sync::atomic::AtomicBool::new(false),
-            limits: config.limits.clone(),
-            budgets: config.budgets.iter().cloned().map(Arc::new).collect(),
-            pricing: config.pricing.clone(),
+            policy: ArcSwap::from_pointee(Policy::of(config)),
+            max_tracked: cap,
             rates: [
                 rate(RatePeriod::Second),
                 rate(RatePeriod::Minute),
@@ -243,15 +266,44 @@ impl Limiter {
                 .build(),
             store,
             clock,
-            http,
+            alerts: std::sync::OnceLock::new(),
             counters: Counters::default(),
         }))
     }
 
+    /// Applies a reloaded configuration's `limits`, `budgets`, `budget_alerts`
+    /// and `pricing`. Buckets of limits that did not change keep their state;
+    /// a changed limit starts a fresh bucket. Budget spend stays (it is the
+    /// subject's spend in the period, whatever the amount). Requests in flight
+    /// settle against what they reserved. `max_tracked_subjects` needs a restart.
+    pub fn reconfigure(&self, config: &Config) {
+        self.0.policy.store(Arc::new(Policy::of(config)));
+        // Own budgets take their alert defaults from the new configuration.
+        let mut map = self
+            .0
+            .overrides
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let alerts = &config.budget_alerts;
+        for (subject, own) in map.iter_mut() {
+            let budget = own.limits.budget_config(subject, alerts).map(Arc::new);
+            *own = Arc::new(Own {
+                limits: own.limits.clone(),
+                budget,
+            });
+        }
+    }
+
+    /// The alert defaults in force (own budgets are checked against them).
+    pub fn budget_alerts(&self) -> BudgetAlerts {
+        self.0.policy.load().alerts.clone()
+    }
+
     /// True when any limit or budget is configured (or set through the admin API).
     pub fn active(&self) -> bool {
-        !self.0.limits.is_empty()
-            || !self.0.budgets.is_empty()
+        let p = self.0.policy.load();
+        !p.limits.is_empty()
+            || !p.budgets.is_empty()
             || self.0.has_overrides.load(Ordering::Relaxed)
     }
 
@@ -281,7 +333,9 @@ impl Limiter {
         if own.limits.is_none() && own.budget.is_none() {
             map.remove(&subject);
         } else {
-            let budget = own.budget_config(&subject).map(Arc::new);
+            let budget = own
+                .budget_config(&subject, &self.0.policy.load().alerts)
+                .map(Arc::new);
             map.insert(
                 subject,
                 Arc::new(Own {
@@ -372,12 +426,12 @@ impl Limiter {
 
     /// `limits.default_max_tokens`.
     pub fn default_max_tokens(&self) -> Option<u64> {
-        self.0.limits.default_max_tokens
+        self.0.policy.load().limits.default_max_tokens
     }
 
     /// The price of a model.
     pub fn price(&self, provider: &str, model: &str) -> Option<Price> {
-        self.0.pricing.get(provider, model)
+        self.0.policy.load().pricing.get(provider, model)
     }
 
     /// The counters.
@@ -392,13 +446,13 @@ impl Limiter {
             "request_and_token_buckets": s.rates.iter().map(Cache::entry_count).sum::<u64>(),
             "concurrency_counters": s.concurrency.entry_count(),
             "budgets": s.budget_states.entry_count(),
-            "max_per_kind": s.limits.max_tracked_subjects,
+            "max_per_kind": s.max_tracked,
         })
     }
 
     /// The configured budgets.
-    pub fn budgets(&self) -> &[Arc<BudgetConfig>] {
-        &self.0.budgets
+    pub fn budgets(&self) -> Vec<Arc<BudgetConfig>> {
+        self.0.policy.load().budgets.clone()
     }
 
     /// The in-memory state of one budget bucket in the period starting at `start`, if tracked.
@@ -438,7 +492,9 @@ impl Limiter {
             res.reserved_cost =
                 price.map_or(0, |pr| pr.cost(est.prompt_tokens, 0, est.output_tokens));
         }
-        if !self.active() {
+        let pol = s.policy.load_full();
+        let overrides = s.has_overrides.load(Ordering::Relaxed);
+        if pol.limits.is_empty() && pol.budgets.is_empty() && !overrides {
             return Ok(res);
         }
         let p = permit.principal();
@@ -447,11 +503,10 @@ impl Limiter {
         let model = permit.model();
         let mut sets: Vec<(String, String, std::borrow::Cow<'_, LimitSet>)> = Vec::new();
         let mut budgets: Vec<(Arc<BudgetConfig>, String)> = Vec::new();
-        let overrides = s.has_overrides.load(Ordering::Relaxed);
         for (scope, kind, id, defaults) in [
-            ("limits.defaults.key", "key", p.key_id(), &s.limits.key),
-            ("limits.defaults.user", "user", p.user(), &s.limits.user),
-            ("limits.defaults.team", "team", p.team(), &s.limits.team),
+            ("limits.defaults.key", "key", p.key_id(), &pol.limits.key),
+            ("limits.defaults.user", "user", p.user(), &pol.limits.user),
+            ("limits.defaults.team", "team", p.team(), &pol.limits.team),
         ] {
             let Some(id) = id else { continue };
             if defaults.is_empty() && !overrides {
@@ -478,7 +533,7 @@ impl Limiter {
                 budgets.push((b, bucket));
             }
         }
-        for r in &s.limits.rules {
+        for r in &pol.limits.rules {
             let models_ok = r.models.as_ref().is_none_or(|globs| {
                 model.is_some_and(|m| {
                     globs.iter().any(|g| {
@@ -572,7 +627,7 @@ impl Limiter {
             }
         }
         if billable {
-            for b in &s.budgets {
+            for b in &pol.budgets {
                 if let Some(subject) = b.subjects.iter().find(|sub| sub.matches(p)) {
                     budgets.push((b.clone(), bucket_of(subject, p)));
                 }
@@ -641,14 +696,22 @@ impl Limiter {
         (b, took)
     }
 
+    /// Queues a budget alert. Alerts go out one at a time, in the order they
+    /// fired, from one background task (so thresholds arrive in order).
     fn alert(&self, hold: &Hold, spent: i64, threshold: u32) {
-        let (Some(http), Some(url)) = (self.0.http.clone(), hold.budget.webhook.clone()) else {
+        let Some(url) = hold.budget.webhook.clone() else {
             return;
         };
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let store = self.0.store.clone();
+        let queue = self.0.alerts.get_or_init(|| {
+            let handle = tokio::runtime::Handle::try_current().ok()?;
+            let (tx, rx) = tokio::sync::mpsc::channel(ALERT_QUEUE);
+            handle.spawn(deliver_alerts(
+                rx,
+                self.0.store.clone(),
+                Arc::downgrade(&self.0),
+            ));
+            Some(tx)
+        });
         let marker = format!(
             "budget_alert|{}|{}|{}|{threshold}",
             hold.budget.label, hold.bucket, hold.start
@@ -665,22 +728,91 @@ impl Limiter {
             "period_start": crate::clock::rfc3339(hold.start),
             "period_end": hold.end.map(crate::clock::rfc3339),
         });
-        handle.spawn(async move {
-            // Once per threshold per period, across restarts too.
-            match store.put_setting_if_absent(&marker, "sent").await {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(e) => tracing::warn!(error = %e, "budget alert: store unavailable; sending anyway"),
-            }
-            match http.post(url.expose()).json(&payload).send().await {
-                Ok(r) if r.status().is_success() => {
-                    tracing::info!(budget = %payload["budget"], subject = %payload["subject"], threshold, "budget alert sent");
+        let job = AlertJob {
+            url,
+            marker,
+            payload,
+        };
+        if queue.as_ref().is_none_or(|q| q.try_send(job).is_err()) {
+            self.0
+                .counters
+                .alerts_failed
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(threshold, "budget alert dropped: the alert queue is full");
+        }
+    }
+}
+
+/// Alerts waiting for delivery before new ones are dropped (and counted).
+const ALERT_QUEUE: usize = 1024;
+/// Delays before the second and third delivery attempts.
+const ALERT_RETRIES: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(5)];
+
+/// The HTTP client of alert webhooks: no redirects, and no link-local or
+/// cloud-metadata addresses even when a name resolves to one.
+fn alert_client() -> Option<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(Arc::new(crate::proxy::ssrf::GuardedResolver::new(false)))
+        .build()
+        .ok()
+}
+
+async fn deliver_alerts(
+    mut rx: tokio::sync::mpsc::Receiver<AlertJob>,
+    store: SharedStore,
+    shared: std::sync::Weak<Shared>,
+) {
+    let Some(http) = alert_client() else {
+        tracing::error!("budget alerts: no HTTP client could be built");
+        return;
+    };
+    let count = |ok: bool| {
+        if let Some(s) = shared.upgrade() {
+            let c = if ok {
+                &s.counters.alerts_sent
+            } else {
+                &s.counters.alerts_failed
+            };
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    };
+    while let Some(job) = rx.recv().await {
+        // Once per threshold per period, across restarts too.
+        match store.put_setting_if_absent(&job.marker, "sent").await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => tracing::warn!(error = %e, "budget alert: store unavailable; sending anyway"),
+        }
+        let (budget, subject) = (&job.payload["budget"], &job.payload["subject"]);
+        let threshold = &job.payload["threshold_percent"];
+        let mut delays = ALERT_RETRIES.iter();
+        let sent = loop {
+            let retry = match http.post(job.url.expose()).json(&job.payload).send().await {
+                Ok(r) if r.status().is_success() => break true,
+                Ok(r) => {
+                    tracing::warn!(status = r.status().as_u16(), %budget, %subject, %threshold, "budget alert webhook refused the alert");
+                    // A 4xx will not change on retry, except these.
+                    r.status().is_server_error() || matches!(r.status().as_u16(), 408 | 429)
                 }
-                Ok(r) => tracing::warn!(status = r.status().as_u16(), "budget alert webhook refused the alert"),
-                // Without the URL: it may carry a token.
-                Err(e) => tracing::warn!(error = %e.without_url(), "budget alert webhook unreachable"),
+                Err(e) => {
+                    // Without the URL: it may carry a token.
+                    tracing::warn!(error = %e.without_url(), %budget, %subject, %threshold, "budget alert webhook unreachable");
+                    true
+                }
+            };
+            match delays.next() {
+                Some(d) if retry => tokio::time::sleep(*d).await,
+                _ => break false,
             }
-        });
+        };
+        if sent {
+            tracing::info!(%budget, %subject, %threshold, "budget alert sent");
+        } else {
+            tracing::error!(%budget, %subject, %threshold, "budget alert not delivered");
+        }
+        count(sent);
     }
 }
 
@@ -819,9 +951,9 @@ impl Reservation {
         let holds = std::mem::take(&mut self.budgets);
         for h in &holds {
             let spent = h.state.settle(self.reserved_cost, cost);
-            for (i, pct) in h.budget.alert_at_percent.iter().enumerate() {
+            for pct in &h.budget.alert_at_percent {
                 let line = i128::from(h.budget.micros) * i128::from(*pct);
-                if i128::from(spent) * 100 >= line && h.state.fire(i) {
+                if i128::from(spent) * 100 >= line && h.state.fire(*pct) {
                     self.limiter.alert(h, spent, *pct);
                 }
             }

@@ -82,6 +82,37 @@ fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<UserRecord, StoreError
     })
 }
 
+const DAY_MS: i64 = 86_400_000;
+
+/// Charged spend of `records` per budget subject (as [`Store::spend_since`]
+/// names them) and UTC day.
+fn daily_spend(records: &[UsageRecord]) -> std::collections::BTreeMap<(String, i64), i64> {
+    let mut out = std::collections::BTreeMap::new();
+    for r in records {
+        let Some(cost) = r.cost_micros.filter(|c| *c > 0) else {
+            continue;
+        };
+        let day = r.ts.div_euclid(DAY_MS);
+        let mut add = |subject: String| {
+            let v: &mut i64 = out.entry((subject, day)).or_default();
+            *v = v.saturating_add(cost);
+        };
+        if let Some(k) = &r.key_id {
+            add(format!("key:{k}"));
+        }
+        if let Some(u) = &r.user {
+            add(format!("user:{u}"));
+        }
+        if let Some(t) = &r.team {
+            add(format!("team:{t}"));
+        }
+        if r.key_id.is_none() && r.user.is_none() {
+            add("anonymous".to_owned());
+        }
+    }
+    out
+}
+
 /// The ledger's columns, in the order [`bind_usage`] binds them.
 const USAGE_COLUMNS: &[&str] = &[
     "ts",
@@ -356,6 +387,19 @@ impl Store for SqliteStore {
             q.execute(&mut *tx).await.map_err(unavailable)?;
             rest = tail;
         }
+        // The batch's spend per subject and day, in the same transaction.
+        for ((subject, day), cost) in daily_spend(records) {
+            sqlx::query(
+                "INSERT INTO spend_daily (subject, day, cost_micros) VALUES (?, ?, ?) \
+                 ON CONFLICT (subject, day) DO UPDATE SET cost_micros = cost_micros + excluded.cost_micros",
+            )
+            .bind(subject)
+            .bind(day)
+            .bind(cost)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        }
         tx.commit().await.map_err(unavailable)
     }
 
@@ -604,6 +648,20 @@ impl Store for SqliteStore {
     }
 
     async fn spend_since(&self, bucket: &str, since_ms: i64) -> Result<i64, StoreError> {
+        if since_ms.rem_euclid(DAY_MS) == 0 {
+            let row = sqlx::query(
+                "SELECT COALESCE(SUM(cost_micros), 0) AS spent FROM spend_daily WHERE subject = ? AND day >= ?",
+            )
+            .bind(bucket)
+            .bind(since_ms / DAY_MS)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+            return row
+                .try_get("spent")
+                .map_err(|e| StoreError::Corrupt(e.to_string()));
+        }
+        // Not at a UTC midnight (budget periods always are): from the ledger itself.
         let (sql, value) = match bucket.split_once(':') {
             Some(("team", v)) => ("team_id = ?", v),
             Some(("user", v)) => ("user_id = ?", v),
@@ -673,6 +731,65 @@ mod tests {
             assert!(rows * 2 > n || rows == 256, "{n}: greedy");
             assert_eq!(sql.matches('?').count(), rows * USAGE_COLUMNS.len());
         }
+    }
+
+    #[tokio::test]
+    async fn spend_per_day_agrees_with_the_ledger() {
+        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+        let day = DAY_MS;
+        // Three days, two keys of one team, a user, an anonymous call and unpriced rows.
+        let mut batch = Vec::new();
+        for i in 0..90i64 {
+            batch.push(UsageRecord {
+                ts: 10 * day + i * (day / 30),
+                request_id: format!("r{i}"),
+                key_id: (i % 5 != 0).then(|| format!("k{}", i % 2)),
+                user: (i % 3 == 0).then(|| "alice".to_owned()),
+                team: (i % 5 != 0).then(|| "red".to_owned()),
+                method: "POST".into(),
+                status: 200,
+                cost_micros: (i % 7 != 0).then_some(100 + i),
+                ..UsageRecord::default()
+            });
+        }
+        // In two batches, so a subject's day is added to.
+        store.insert_usage(&batch[..45]).await.unwrap();
+        store.insert_usage(&batch[45..]).await.unwrap();
+        let expected = |subject: &str, since: i64| -> i64 {
+            batch
+                .iter()
+                .filter(|r| r.ts >= since)
+                .filter(|r| match subject.split_once(':') {
+                    Some(("key", k)) => r.key_id.as_deref() == Some(k),
+                    Some(("user", u)) => r.user.as_deref() == Some(u),
+                    Some(("team", t)) => r.team.as_deref() == Some(t),
+                    _ => r.key_id.is_none() && r.user.is_none(),
+                })
+                .filter_map(|r| r.cost_micros)
+                .sum()
+        };
+        for subject in [
+            "key:k0",
+            "key:k1",
+            "user:alice",
+            "team:red",
+            "anonymous",
+            "key:none",
+        ] {
+            for since in [0, 10 * day, 11 * day, 12 * day, 13 * day] {
+                // At a midnight: from `spend_daily`.
+                let by_day = store.spend_since(subject, since).await.unwrap();
+                assert_eq!(by_day, expected(subject, since), "{subject} since {since}");
+                // One millisecond later is not a midnight: from the ledger.
+                let ledger = store.spend_since(subject, since + 1).await.unwrap();
+                assert_eq!(
+                    ledger,
+                    expected(subject, since + 1),
+                    "{subject} since {since}+1"
+                );
+            }
+        }
+        assert!(store.spend_since("team:red", 0).await.unwrap() > 0);
     }
 
     #[tokio::test]
