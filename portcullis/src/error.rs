@@ -296,18 +296,7 @@ impl IntoResponse for ApiError {
             && let Some((kind, limit)) = r.rate
         {
             let ms = i64::try_from(r.retry_after.as_millis()).unwrap_or(i64::MAX);
-            for (name, value) in [
-                ("limit", limit.to_string()),
-                ("remaining", "0".to_owned()),
-                ("reset", crate::limits::reset_text(ms)),
-            ] {
-                if let (Ok(n), Ok(v)) = (
-                    http::HeaderName::try_from(format!("x-ratelimit-{name}-{kind}")),
-                    HeaderValue::from_str(&value),
-                ) {
-                    resp.headers_mut().insert(n, v);
-                }
-            }
+            crate::limits::insert_rate_headers(resp.headers_mut(), kind, limit, 0, ms);
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut()

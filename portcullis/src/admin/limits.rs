@@ -119,7 +119,7 @@ pub async fn budgets(
         for (subject, (spent, reserved)) in rows {
             let remaining = (b.micros - spent - reserved).max(0);
             data.push(BudgetView {
-                budget: b.label.clone(),
+                budget: b.label.to_string(),
                 subject,
                 period: b.period,
                 period_start: rfc3339(start),

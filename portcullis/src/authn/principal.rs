@@ -50,12 +50,54 @@ struct Data {
 /// Who is calling: built only by `authn`, required by everything after it.
 /// Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Principal(Arc<Data>);
+pub struct Principal(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    data: Data,
+    names: Names,
+}
+
+/// The principal's subjects as limits, budgets and ownership name them
+/// (`key:<id>`, `user:<id>`, `team:<id>`), built once per principal rather
+/// than formatted on every request.
+#[derive(Debug, Default)]
+struct Names {
+    key: Option<Arc<str>>,
+    user: Option<Arc<str>>,
+    team: Option<Arc<str>>,
+}
 
 impl Principal {
     /// The principal of a gateway key.
+    fn new(data: Data) -> Self {
+        let name =
+            |kind: &str, v: &Option<String>| v.as_ref().map(|v| Arc::from(format!("{kind}:{v}")));
+        let names = Names {
+            key: name("key", &data.key_id),
+            user: name("user", &data.user),
+            team: name("team", &data.team),
+        };
+        Principal(Arc::new(Inner { data, names }))
+    }
+
+    /// `key:<key id>`, when the principal has a key.
+    pub fn key_subject(&self) -> Option<&Arc<str>> {
+        self.0.names.key.as_ref()
+    }
+
+    /// `user:<user>`, when the principal has a user.
+    pub fn user_subject(&self) -> Option<&Arc<str>> {
+        self.0.names.user.as_ref()
+    }
+
+    /// `team:<team>`, when the principal has a team.
+    pub fn team_subject(&self) -> Option<&Arc<str>> {
+        self.0.names.team.as_ref()
+    }
+
     pub(crate) fn api_key(k: &ApiKeyRecord) -> Self {
-        Principal(Arc::new(Data {
+        Principal::new(Data {
             kind: CredentialKind::ApiKey,
             key_id: Some(k.id.clone()),
             user: k.user.clone(),
@@ -64,7 +106,7 @@ impl Principal {
             issuer: None,
             models: k.models.clone(),
             endpoints: k.endpoints.clone(),
-        }))
+        })
     }
 
     /// The principal a gateway key record stands for (for `explain`).
@@ -74,7 +116,7 @@ impl Principal {
 
     /// The principal of a shared key.
     pub(crate) fn static_key(name: &str, user: Option<String>, team: Option<String>) -> Self {
-        Principal(Arc::new(Data {
+        Principal::new(Data {
             kind: CredentialKind::StaticKey,
             key_id: Some(format!("static:{name}")),
             user,
@@ -83,7 +125,7 @@ impl Principal {
             issuer: None,
             models: None,
             endpoints: None,
-        }))
+        })
     }
 
     /// The principal of a verified identity-provider token.
@@ -93,7 +135,7 @@ impl Principal {
         team: Option<String>,
         roles: Vec<String>,
     ) -> Self {
-        Principal(Arc::new(Data {
+        Principal::new(Data {
             kind: CredentialKind::Jwt,
             key_id: None,
             user: Some(user),
@@ -102,14 +144,14 @@ impl Principal {
             issuer: Some(issuer),
             models: None,
             endpoints: None,
-        }))
+        })
     }
 
     /// The principal of a verified TLS client certificate: key id
     /// `cert:<first 16 hex digits of the certificate's SHA-256>`, user from the
     /// field `tls.client_identity` names.
     pub(crate) fn client_cert(fingerprint: &str, user: String) -> Self {
-        Principal(Arc::new(Data {
+        Principal::new(Data {
             kind: CredentialKind::ClientCert,
             key_id: Some(format!(
                 "cert:{}",
@@ -121,12 +163,12 @@ impl Principal {
             issuer: None,
             models: None,
             endpoints: None,
-        }))
+        })
     }
 
     /// The principal of an unauthenticated request (auth disabled, public path).
     pub(crate) fn anonymous() -> Self {
-        Principal(Arc::new(Data {
+        Principal::new(Data {
             kind: CredentialKind::Anonymous,
             key_id: None,
             user: None,
@@ -135,7 +177,7 @@ impl Principal {
             issuer: None,
             models: None,
             endpoints: None,
-        }))
+        })
     }
 
     /// A principal described by subject patterns (`user:…`, `team:…`, `role:…`,
@@ -182,39 +224,39 @@ impl Principal {
                 _ => {}
             }
         }
-        Principal(Arc::new(d))
+        Principal::new(d)
     }
 
     /// How the caller authenticated.
     pub fn kind(&self) -> CredentialKind {
-        self.0.kind
+        self.0.data.kind
     }
     /// Gateway key id (`static:<name>` for shared keys).
     pub fn key_id(&self) -> Option<&str> {
-        self.0.key_id.as_deref()
+        self.0.data.key_id.as_deref()
     }
     /// The user.
     pub fn user(&self) -> Option<&str> {
-        self.0.user.as_deref()
+        self.0.data.user.as_deref()
     }
     /// The team.
     pub fn team(&self) -> Option<&str> {
-        self.0.team.as_deref()
+        self.0.data.team.as_deref()
     }
     /// Roles from the identity provider.
     pub fn roles(&self) -> &[String] {
-        &self.0.roles
+        &self.0.data.roles
     }
     /// Issuer name for JWT principals.
     pub fn issuer(&self) -> Option<&str> {
-        self.0.issuer.as_deref()
+        self.0.data.issuer.as_deref()
     }
     /// The key's model globs, if restricted.
     pub fn models(&self) -> Option<&[String]> {
-        self.0.models.as_deref()
+        self.0.data.models.as_deref()
     }
     /// The key's endpoint groups, if restricted.
     pub fn endpoints(&self) -> Option<&[String]> {
-        self.0.endpoints.as_deref()
+        self.0.data.endpoints.as_deref()
     }
 }

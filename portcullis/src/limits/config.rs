@@ -438,7 +438,7 @@ pub struct BudgetConfig {
     /// Position in the file (`budgets[i]`); `usize::MAX` for a key's, user's or team's own budget.
     pub index: usize,
     /// How messages and `GET /admin/budgets` name it: `budgets[i]`, or `own budget of team:red`.
-    pub label: String,
+    pub label: std::sync::Arc<str>,
     /// Who it applies to (one budget per matching team / user / key).
     pub subjects: Vec<Subject>,
     /// The subjects as written.
@@ -565,7 +565,7 @@ pub fn validate_budgets(
         }
         out.push(BudgetConfig {
             index: i,
-            label: at.clone(),
+            label: at.as_str().into(),
             subjects,
             subject_text: b.subjects,
             micros: b.usd.0,
@@ -852,7 +852,7 @@ impl OwnLimits {
             list.dedup();
             BudgetConfig {
                 index: usize::MAX,
-                label: format!("own budget of {subject}"),
+                label: format!("own budget of {subject}").into(),
                 subjects: Vec::new(),
                 subject_text: vec![subject.to_owned()],
                 micros: b.usd.0,

@@ -118,16 +118,83 @@ pub struct Counters {
     pub alerts_failed: AtomicU64,
 }
 
-/// A subject's own limits and budget, with the budget ready to apply.
+/// A subject's own limits and budget, ready to apply: its limits merged over
+/// the defaults of its kind, and its budget.
 struct Own {
     limits: config::OwnLimits,
+    slots: Option<Vec<Slot>>,
     budget: Option<Arc<BudgetConfig>>,
+}
+
+impl Own {
+    fn new(subject: &str, limits: config::OwnLimits, pol: &Policy) -> Own {
+        let defaults = match subject.split_once(':').map(|(k, _)| k) {
+            Some("key") => &pol.limits.key,
+            Some("user") => &pol.limits.user,
+            Some("team") => &pol.limits.team,
+            _ => &LimitSet::default(),
+        };
+        Own {
+            slots: limits
+                .limits
+                .as_ref()
+                .map(|l| slots(&format!("limits of {subject}"), &l.over(defaults))),
+            budget: limits.budget_config(subject, &pol.alerts).map(Arc::new),
+            limits,
+        }
+    }
+}
+
+/// One unit of one configured limit, named once: the refusal names `name`;
+/// the state caches key the bucket by `id` (which includes the value, so a
+/// changed limit starts a fresh bucket) and the subject.
+#[derive(Debug, Clone)]
+struct Slot {
+    unit: Unit,
+    limit: u64,
+    /// `limits.defaults.key.requests_per_minute`.
+    name: Arc<str>,
+    /// `name|limit`.
+    id: Arc<str>,
+}
+
+fn slots(scope: &str, set: &LimitSet) -> Vec<Slot> {
+    set.units()
+        .map(|(unit, limit)| {
+            let name = format!("{scope}.{}", unit.key());
+            Slot {
+                unit,
+                limit,
+                id: format!("{name}|{limit}").into(),
+                name: name.into(),
+            }
+        })
+        .collect()
+}
+
+/// A bucket in the state caches: which limit, whose.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct StateKey {
+    limit: Arc<str>,
+    subject: Arc<str>,
+}
+
+/// A budget's state: which budget, which period, whose.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct BudgetKey {
+    budget: Arc<str>,
+    start: i64,
+    subject: Arc<str>,
 }
 
 /// What the configuration says; swapped whole on reload, while the limiter's
 /// state (buckets, counters, spend) stays.
 struct Policy {
     limits: config::LimitsConfig,
+    /// `limits.defaults.{key,user,team}`, as slots.
+    defaults: [Vec<Slot>; 3],
+    /// `limits.rules[i]`, as slots.
+    rules: Vec<Vec<Slot>>,
     budgets: Vec<Arc<BudgetConfig>>,
     pricing: Pricing,
     alerts: BudgetAlerts,
@@ -135,7 +202,18 @@ struct Policy {
 
 impl Policy {
     fn of(config: &Config) -> Policy {
+        let l = &config.limits;
         Policy {
+            defaults: [
+                slots("limits.defaults.key", &l.key),
+                slots("limits.defaults.user", &l.user),
+                slots("limits.defaults.team", &l.team),
+            ],
+            rules: l
+                .rules
+                .iter()
+                .map(|r| slots(&format!("limits.rules[{}]", r.index), &r.limits))
+                .collect(),
             limits: config.limits.clone(),
             budgets: config.budgets.iter().cloned().map(Arc::new).collect(),
             pricing: config.pricing.clone(),
@@ -157,9 +235,9 @@ struct Shared {
     has_overrides: std::sync::atomic::AtomicBool,
     policy: ArcSwap<Policy>,
     max_tracked: u64,
-    rates: [Cache<Arc<str>, Bucket>; 5],
-    concurrency: Cache<Arc<str>, Arc<AtomicU64>>,
-    budget_states: Cache<Arc<str>, Arc<BudgetState>>,
+    rates: [Cache<StateKey, Bucket>; 5],
+    concurrency: Cache<StateKey, Arc<AtomicU64>>,
+    budget_states: Cache<BudgetKey, Arc<BudgetState>>,
     store: SharedStore,
     clock: SharedClock,
     /// The alert queue, started with the first alert (`None`: no runtime to run it on).
@@ -192,17 +270,49 @@ fn period_index(p: RatePeriod) -> usize {
 
 /// The bucket a matched subject pattern stands for: per team, per user, per
 /// key; role, issuer and `*` patterns count per user (else per key).
-pub fn bucket_of(subject: &Subject, p: &Principal) -> String {
-    if let (Subject::Team(_), Some(t)) = (subject, p.team()) {
-        return format!("team:{t}");
+pub fn bucket_of(subject: &Subject, p: &Principal) -> Arc<str> {
+    if let (Subject::Team(_), Some(t)) = (subject, p.team_subject()) {
+        return t.clone();
     }
-    if let (Subject::Key(_), Some(k)) = (subject, p.key_id()) {
-        return format!("key:{k}");
+    if let (Subject::Key(_), Some(k)) = (subject, p.key_subject()) {
+        return k.clone();
     }
-    match (p.user(), p.key_id()) {
-        (Some(u), _) => format!("user:{u}"),
-        (None, Some(k)) => format!("key:{k}"),
-        (None, None) => "anonymous".to_owned(),
+    match (p.user_subject(), p.key_subject()) {
+        (Some(u), _) => u.clone(),
+        (None, Some(k)) => k.clone(),
+        (None, None) => Arc::from("anonymous"),
+    }
+}
+
+/// Sets OpenAI's `x-ratelimit-{limit,remaining,reset}-{kind}` headers
+/// (`kind`: `requests` or `tokens`; anything else sets nothing).
+pub fn insert_rate_headers(
+    out: &mut http::HeaderMap,
+    kind: &str,
+    limit: u64,
+    remaining: u64,
+    reset_ms: i64,
+) {
+    use http::HeaderName;
+    const REQUESTS: [HeaderName; 3] = [
+        HeaderName::from_static("x-ratelimit-limit-requests"),
+        HeaderName::from_static("x-ratelimit-remaining-requests"),
+        HeaderName::from_static("x-ratelimit-reset-requests"),
+    ];
+    const TOKENS: [HeaderName; 3] = [
+        HeaderName::from_static("x-ratelimit-limit-tokens"),
+        HeaderName::from_static("x-ratelimit-remaining-tokens"),
+        HeaderName::from_static("x-ratelimit-reset-tokens"),
+    ];
+    let [l, r, t] = match kind {
+        "requests" => REQUESTS,
+        "tokens" => TOKENS,
+        _ => return,
+    };
+    out.insert(l, http::HeaderValue::from(limit));
+    out.insert(r, http::HeaderValue::from(remaining));
+    if let Ok(v) = http::HeaderValue::from_str(&reset_text(reset_ms)) {
+        out.insert(t, v);
     }
 }
 
@@ -277,21 +387,17 @@ impl Limiter {
     /// subject's spend in the period, whatever the amount). Requests in flight
     /// settle against what they reserved. `max_tracked_subjects` needs a restart.
     pub fn reconfigure(&self, config: &Config) {
-        self.0.policy.store(Arc::new(Policy::of(config)));
-        // Own budgets take their alert defaults from the new configuration.
+        let pol = Arc::new(Policy::of(config));
+        // Own limits merge over the new defaults; own budgets take the new alert defaults.
         let mut map = self
             .0
             .overrides
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let alerts = &config.budget_alerts;
         for (subject, own) in map.iter_mut() {
-            let budget = own.limits.budget_config(subject, alerts).map(Arc::new);
-            *own = Arc::new(Own {
-                limits: own.limits.clone(),
-                budget,
-            });
+            *own = Arc::new(Own::new(subject, own.limits.clone(), &pol));
         }
+        self.0.policy.store(pol);
     }
 
     /// The alert defaults in force (own budgets are checked against them).
@@ -333,16 +439,8 @@ impl Limiter {
         if own.limits.is_none() && own.budget.is_none() {
             map.remove(&subject);
         } else {
-            let budget = own
-                .budget_config(&subject, &self.0.policy.load().alerts)
-                .map(Arc::new);
-            map.insert(
-                subject,
-                Arc::new(Own {
-                    limits: own,
-                    budget,
-                }),
-            );
+            let own = Own::new(&subject, own, &self.0.policy.load());
+            map.insert(subject, Arc::new(own));
         }
         self.0
             .has_overrides
@@ -457,7 +555,11 @@ impl Limiter {
 
     /// The in-memory state of one budget bucket in the period starting at `start`, if tracked.
     pub fn budget_state(&self, label: &str, start: i64, bucket: &str) -> Option<(i64, i64)> {
-        let key: Arc<str> = Arc::from(format!("{label}|{start}|{bucket}"));
+        let key = BudgetKey {
+            budget: label.into(),
+            start,
+            subject: bucket.into(),
+        };
         self.0
             .budget_states
             .get(&key)
@@ -467,11 +569,11 @@ impl Limiter {
 
     /// Tracked budget buckets of the budget `label` in the period starting at `start`.
     pub fn tracked_budget_buckets(&self, label: &str, start: i64) -> Vec<String> {
-        let prefix = format!("{label}|{start}|");
         self.0
             .budget_states
             .iter()
-            .filter_map(|(k, _)| k.strip_prefix(&prefix).map(str::to_owned))
+            .filter(|(k, _)| &*k.budget == label && k.start == start)
+            .map(|(k, _)| k.subject.to_string())
             .collect()
     }
 
@@ -501,39 +603,43 @@ impl Limiter {
         let now = s.clock.now_ms();
         let provider = permit.provider().name.as_str();
         let model = permit.model();
-        let mut sets: Vec<(String, String, std::borrow::Cow<'_, LimitSet>)> = Vec::new();
-        let mut budgets: Vec<(Arc<BudgetConfig>, String)> = Vec::new();
-        for (scope, kind, id, defaults) in [
-            ("limits.defaults.key", "key", p.key_id(), &pol.limits.key),
-            ("limits.defaults.user", "user", p.user(), &pol.limits.user),
-            ("limits.defaults.team", "team", p.team(), &pol.limits.team),
-        ] {
-            let Some(id) = id else { continue };
+        // (whose bucket, which limits); own limits are held through their `Own`.
+        let mut sets: Vec<(Arc<str>, &[Slot])> = Vec::new();
+        let mut owns: Vec<(Arc<str>, Arc<Own>)> = Vec::new();
+        let mut budgets: Vec<(Arc<BudgetConfig>, Arc<str>)> = Vec::new();
+        for (i, (subject, defaults)) in [
+            (p.key_subject(), &pol.limits.key),
+            (p.user_subject(), &pol.limits.user),
+            (p.team_subject(), &pol.limits.team),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let Some(bucket) = subject else { continue };
             if defaults.is_empty() && !overrides {
                 continue;
             }
-            let bucket = format!("{kind}:{id}");
-            let own = self.own_arc(&bucket);
-            match own.as_ref().and_then(|o| o.limits.limits.as_ref()) {
-                Some(l) => sets.push((
-                    format!("limits of {bucket}"),
-                    bucket.clone(),
-                    std::borrow::Cow::Owned(l.over(defaults)),
-                )),
-                None if !defaults.is_empty() => {
-                    sets.push((
-                        scope.to_owned(),
-                        bucket.clone(),
-                        std::borrow::Cow::Borrowed(defaults),
-                    ));
+            match self.own_arc(bucket) {
+                Some(own) => {
+                    if let Some(b) = own.budget.clone() {
+                        budgets.push((b, bucket.clone()));
+                    }
+                    if own.slots.is_some() {
+                        owns.push((bucket.clone(), own));
+                    } else if !defaults.is_empty() {
+                        sets.push((bucket.clone(), &pol.defaults[i]));
+                    }
                 }
+                None if !defaults.is_empty() => sets.push((bucket.clone(), &pol.defaults[i])),
                 None => {}
             }
-            if let Some(b) = own.and_then(|o| o.budget.clone()) {
-                budgets.push((b, bucket));
+        }
+        for (bucket, own) in &owns {
+            if let Some(sl) = &own.slots {
+                sets.push((bucket.clone(), sl));
             }
         }
-        for r in &pol.limits.rules {
+        for (r, rule_slots) in pol.limits.rules.iter().zip(&pol.rules) {
             let models_ok = r.models.as_ref().is_none_or(|globs| {
                 model.is_some_and(|m| {
                     globs.iter().any(|g| {
@@ -546,18 +652,15 @@ impl Limiter {
                 continue;
             }
             if let Some(subject) = r.subjects.iter().find(|sub| sub.matches(p)) {
-                sets.push((
-                    format!("limits.rules[{}]", r.index),
-                    bucket_of(subject, p),
-                    std::borrow::Cow::Borrowed(&r.limits),
-                ));
+                sets.push((bucket_of(subject, p), rule_slots));
             }
         }
-        for (scope, bucket, set) in sets {
-            for (unit, limit) in set.units() {
+        for (bucket, slots) in &sets {
+            for slot in slots.iter() {
+                let (unit, limit) = (slot.unit, slot.limit);
                 let refused = |retry_ms: i64| Refusal {
-                    limit: format!("{scope}.{}", unit.key()),
-                    subject: bucket.clone(),
+                    limit: slot.name.to_string(),
+                    subject: bucket.to_string(),
                     what: describe(unit, limit),
                     retry_after: Duration::from_millis(u64::try_from(retry_ms).unwrap_or(0)),
                     rate: match unit {
@@ -565,6 +668,10 @@ impl Limiter {
                         Unit::Tokens(_) => Some(("tokens", limit)),
                         Unit::Concurrent => None,
                     },
+                };
+                let key = StateKey {
+                    limit: slot.id.clone(),
+                    subject: bucket.clone(),
                 };
                 match unit {
                     Unit::Requests(period) | Unit::Tokens(period) => {
@@ -577,8 +684,6 @@ impl Limiter {
                             limit,
                             period_ms: period.ms(),
                         };
-                        let key: Arc<str> =
-                            Arc::from(format!("{scope}|{}|{limit}|{bucket}", unit.key()));
                         let (b, took) = self.take(period, key, spec, now, cost);
                         match took {
                             Take::Admitted {
@@ -610,7 +715,6 @@ impl Limiter {
                         }
                     }
                     Unit::Concurrent => {
-                        let key: Arc<str> = Arc::from(format!("{scope}|concurrent|{bucket}"));
                         let c = s.concurrency.get_with(key, Arc::default);
                         let ok = c
                             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
@@ -637,7 +741,11 @@ impl Limiter {
             let cost = res.reserved_cost;
             for (b, bucket) in budgets {
                 let (start, end) = budget::period_bounds(b.period, now);
-                let key: Arc<str> = Arc::from(format!("{}|{start}|{bucket}", b.label));
+                let key = BudgetKey {
+                    budget: b.label.clone(),
+                    start,
+                    subject: bucket.clone(),
+                };
                 let state = s.budget_states.get_with(key, Arc::default);
                 state
                     .loaded
@@ -652,8 +760,8 @@ impl Limiter {
                     s.counters.budget_exhausted.fetch_add(1, Ordering::Relaxed);
                     let wait = end.map_or(86_400_000, |e| (e - now).max(1000));
                     return Err(ApiError::QuotaExceeded(Box::new(Refusal {
-                        limit: b.label.clone(),
-                        subject: bucket,
+                        limit: b.label.to_string(),
+                        subject: bucket.to_string(),
                         what: format!(
                             "a {} budget of ${}",
                             match b.period {
@@ -686,7 +794,7 @@ impl Limiter {
     fn take(
         &self,
         period: RatePeriod,
-        key: Arc<str>,
+        key: StateKey,
         spec: Spec,
         now: i64,
         cost: u64,
@@ -718,8 +826,8 @@ impl Limiter {
         );
         let payload = serde_json::json!({
             "type": "budget.threshold_reached",
-            "budget": hold.budget.label,
-            "subject": hold.bucket,
+            "budget": &*hold.budget.label,
+            "subject": &*hold.bucket,
             "threshold_percent": threshold,
             "spent_usd": config::usd(spent),
             "budget_usd": config::usd(hold.budget.micros),
@@ -819,7 +927,7 @@ async fn deliver_alerts(
 struct Hold {
     state: Arc<BudgetState>,
     budget: Arc<BudgetConfig>,
-    bucket: String,
+    bucket: Arc<str>,
     start: i64,
     end: Option<i64>,
 }
@@ -994,7 +1102,10 @@ mod tests {
             period_ms: 60_000,
         };
         for i in 0..200_000u32 {
-            let key: Arc<str> = Arc::from(format!("k{i}"));
+            let key = StateKey {
+                limit: Arc::from("l"),
+                subject: Arc::from(format!("k{i}")),
+            };
             let (_, took) = lim.take(RatePeriod::Minute, key, spec, 0, 1);
             assert!(matches!(took, Take::Admitted { .. }));
         }
@@ -1006,7 +1117,10 @@ mod tests {
             cache.entry_count()
         );
         // A subject that keeps coming stays tracked (and limited).
-        let hot: Arc<str> = Arc::from("hot");
+        let hot = StateKey {
+            limit: Arc::from("l"),
+            subject: Arc::from("hot"),
+        };
         let _ = lim.take(RatePeriod::Minute, hot.clone(), spec, 0, 1);
         for _ in 0..10 {
             let (_, took) = lim.take(RatePeriod::Minute, hot.clone(), spec, 0, 1);

@@ -273,18 +273,8 @@ async fn respond(
 /// replace any the provider sent about the gateway's own account).
 fn rate_headers(h: &limits::RateHeaders, out: &mut http::HeaderMap) {
     for (kind, v) in [("requests", h.requests), ("tokens", h.tokens)] {
-        let Some(v) = v else { continue };
-        for (name, value) in [
-            ("limit", v.limit.to_string()),
-            ("remaining", v.remaining.to_string()),
-            ("reset", limits::reset_text(v.reset_ms)),
-        ] {
-            if let (Ok(n), Ok(val)) = (
-                http::HeaderName::try_from(format!("x-ratelimit-{name}-{kind}")),
-                HeaderValue::from_str(&value),
-            ) {
-                out.insert(n, val);
-            }
+        if let Some(v) = v {
+            limits::insert_rate_headers(out, kind, v.limit, v.remaining, v.reset_ms);
         }
     }
 }

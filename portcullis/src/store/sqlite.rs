@@ -86,31 +86,39 @@ const DAY_MS: i64 = 86_400_000;
 
 /// Charged spend of `records` per budget subject (as [`Store::spend_since`]
 /// names them) and UTC day.
-fn daily_spend(records: &[UsageRecord]) -> std::collections::BTreeMap<(String, i64), i64> {
-    let mut out = std::collections::BTreeMap::new();
+fn daily_spend(records: &[UsageRecord]) -> Vec<(String, i64, i64)> {
+    // Keyed by borrowed parts; the subject names are formatted once per distinct subject.
+    let mut sums: std::collections::BTreeMap<(&str, &str, i64), i64> =
+        std::collections::BTreeMap::new();
     for r in records {
         let Some(cost) = r.cost_micros.filter(|c| *c > 0) else {
             continue;
         };
         let day = r.ts.div_euclid(DAY_MS);
-        let mut add = |subject: String| {
-            let v: &mut i64 = out.entry((subject, day)).or_default();
-            *v = v.saturating_add(cost);
-        };
-        if let Some(k) = &r.key_id {
-            add(format!("key:{k}"));
-        }
-        if let Some(u) = &r.user {
-            add(format!("user:{u}"));
-        }
-        if let Some(t) = &r.team {
-            add(format!("team:{t}"));
-        }
-        if r.key_id.is_none() && r.user.is_none() {
-            add("anonymous".to_owned());
+        let anonymous = r.key_id.is_none() && r.user.is_none();
+        let subjects = [
+            ("key", r.key_id.as_deref()),
+            ("user", r.user.as_deref()),
+            ("team", r.team.as_deref()),
+            ("anonymous", anonymous.then_some("")),
+        ];
+        for (kind, id) in subjects {
+            if let Some(id) = id {
+                let v = sums.entry((kind, id, day)).or_default();
+                *v = v.saturating_add(cost);
+            }
         }
     }
-    out
+    sums.into_iter()
+        .map(|((kind, id, day), cost)| {
+            let subject = if kind == "anonymous" {
+                kind.to_owned()
+            } else {
+                format!("{kind}:{id}")
+            };
+            (subject, day, cost)
+        })
+        .collect()
 }
 
 /// The ledger's columns, in the order [`bind_usage`] binds them.
@@ -388,7 +396,7 @@ impl Store for SqliteStore {
             rest = tail;
         }
         // The batch's spend per subject and day, in the same transaction.
-        for ((subject, day), cost) in daily_spend(records) {
+        for (subject, day, cost) in daily_spend(records) {
             sqlx::query(
                 "INSERT INTO spend_daily (subject, day, cost_micros) VALUES (?, ?, ?) \
                  ON CONFLICT (subject, day) DO UPDATE SET cost_micros = cost_micros + excluded.cost_micros",
