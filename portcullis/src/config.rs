@@ -164,6 +164,8 @@ struct ServerFile {
 struct LedgerFile {
     queue_capacity: Option<usize>,
     batch_size: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    flush_interval: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -387,6 +389,8 @@ pub struct LedgerConfig {
     pub queue_capacity: usize,
     /// Records taken from the queue per store transaction.
     pub batch_size: usize,
+    /// How long the writer gathers records before writing a smaller batch.
+    pub flush_interval: Duration,
 }
 
 /// Log settings.
@@ -891,7 +895,17 @@ fn validate(
     let ledger = LedgerConfig {
         queue_capacity: file.ledger.queue_capacity.unwrap_or(16_384),
         batch_size: file.ledger.batch_size.unwrap_or(512),
+        flush_interval: file
+            .ledger
+            .flush_interval
+            .unwrap_or(Duration::from_millis(50)),
     };
+    if ledger.flush_interval.is_zero() || ledger.flush_interval > Duration::from_secs(10) {
+        errors.push(err(
+            "ledger.flush_interval",
+            "must be more than 0 and at most 10s",
+        ));
+    }
     if ledger.queue_capacity == 0 || ledger.batch_size == 0 {
         errors.push(err(
             "ledger",

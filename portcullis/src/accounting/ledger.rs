@@ -47,6 +47,7 @@ impl Ledger {
             overflow: overflow.clone(),
             wake: wake.clone(),
             batch: cfg.batch_size,
+            gather: cfg.flush_interval,
             pending: Vec::new(),
             spill,
         };
@@ -88,12 +89,11 @@ struct Writer {
     overflow: Arc<Mutex<Vec<UsageRecord>>>,
     wake: Arc<Notify>,
     batch: usize,
+    /// How long the writer gathers records before writing a batch smaller than `batch_size`.
+    gather: Duration,
     pending: Vec<UsageRecord>,
     spill: Option<PathBuf>,
 }
-
-/// How long the writer gathers records before writing a batch smaller than `batch_size`.
-const GATHER: Duration = Duration::from_millis(50);
 
 /// Records kept in memory while the store is down before the oldest are spilled to disk.
 const MAX_PENDING: usize = 1_000_000;
@@ -118,7 +118,7 @@ impl Writer {
             }
             // Gather for a moment before writing: one transaction for many
             // records costs the store far less than one each. Records are
-            // visible within `GATHER` of their request's end. The writer sleeps
+            // visible within `gather` of their request's end. The writer sleeps
             // meanwhile instead of waking for every record the request path
             // queues (on a busy core each of those wake-ups was a task switch);
             // a full queue cuts the sleep short.
@@ -127,7 +127,7 @@ impl Writer {
                     biased;
                     _ = &mut stop => stopping = true,
                     () = self.wake.notified() => {}
-                    () = tokio::time::sleep(GATHER) => {}
+                    () = tokio::time::sleep(self.gather) => {}
                 }
                 let queued = self.rx.len();
                 if queued > 0 && self.pending.len() < MAX_PENDING {
