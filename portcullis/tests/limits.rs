@@ -654,32 +654,20 @@ async fn limits_budgets_and_prices_change_on_reload() {
         assert_eq!(r.status(), 200);
         assert_eq!(header(&r, "x-ratelimit-limit-requests"), Some("2"));
     }
-    let before = g.mock.request_count();
-    let v = assert_error(chat().await, 429, "rate_limit_exceeded").await;
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("limits.defaults.key.requests_per_minute"),
-        "{v}"
-    );
-    assert_eq!(g.mock.request_count(), before);
+    refused(
+        &g,
+        chat(),
+        "rate_limit_exceeded",
+        "limits.defaults.key.requests_per_minute",
+    )
+    .await;
 
     // A budget and a price: cheap fits, then a price rise no longer fits.
     let cheap = "budgets:\n  - subjects: [\"team:*\"]\n    usd: 1\n    period: monthly\npricing:\n  openai/gpt-4o-mini: {input: 1, output: 1}\n";
     reload(&g, cheap).await;
     assert_eq!(chat().await.status(), 200);
     reload(&g, "budgets:\n  - subjects: [\"team:*\"]\n    usd: 1\n    period: monthly\npricing:\n  openai/gpt-4o-mini: {input: 100000000, output: 100000000}\n").await;
-    let before = g.mock.request_count();
-    let v = assert_error(chat().await, 429, "insufficient_quota").await;
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("budgets[0]"),
-        "{v}"
-    );
-    assert_eq!(g.mock.request_count(), before);
+    refused(&g, chat(), "insufficient_quota", "budgets[0]").await;
     // And without limits or budgets, nothing refuses.
     reload(&g, "").await;
     for _ in 0..5 {
@@ -687,6 +675,21 @@ async fn limits_budgets_and_prices_change_on_reload() {
     }
     // What still needs a restart says so.
     reload_needs_restart(&g).await;
+}
+
+/// A 429 with `code` whose message names `mentions`, and nothing reached the provider.
+/// (`send` is awaited only after the provider's count is read.)
+async fn refused(
+    g: &FileGateway,
+    send: impl std::future::Future<Output = reqwest::Response>,
+    code: &str,
+    mentions: &str,
+) {
+    let before = g.mock.request_count();
+    let v = assert_error(send.await, 429, code).await;
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains(mentions), "{msg}");
+    assert_eq!(g.mock.request_count(), before);
 }
 
 /// Rewrites the file and reloads: 200, nothing waiting for a restart.
