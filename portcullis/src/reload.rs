@@ -18,6 +18,9 @@ pub struct ReloadReport {
     pub rules: usize,
     /// Changed sections that only take effect after a restart.
     pub restart_needed_for: Vec<&'static str>,
+    /// What the new configuration leaves not working (e.g. own budgets'
+    /// alerts with no `budget_alerts.webhook`); also logged.
+    pub warnings: Vec<String>,
 }
 
 /// Re-reads and applies the configuration file.
@@ -65,6 +68,10 @@ pub fn reload(state: &AppState) -> Result<ReloadReport, ConfigErrors> {
     }
     let rules = new.rules.rules.len();
     state.limits.reconfigure(&new);
+    let warnings = state.limits.silent_alerts();
+    for w in &warnings {
+        tracing::warn!("reload: {w}");
+    }
     state.rules.store(std::sync::Arc::new(new.rules));
     state.authn.set_admin_config(&new.admin);
     state.ownership.store(std::sync::Arc::new(new.ownership));
@@ -80,6 +87,7 @@ pub fn reload(state: &AppState) -> Result<ReloadReport, ConfigErrors> {
         reloaded: true,
         rules,
         restart_needed_for: restart,
+        warnings,
     })
 }
 

@@ -109,6 +109,9 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
     let ownership = arc_swap::ArcSwap::from_pointee(config.ownership.clone());
     let limits = crate::limits::Limiter::new(&config, store.clone(), clock.clone());
     limits.load_overrides().await?;
+    for w in limits.silent_alerts() {
+        tracing::warn!("{w}");
+    }
     let state = AppState::new(Inner {
         rules,
         ownership,
@@ -270,10 +273,15 @@ pub async fn serve(
     sighup.abort();
     drop(app);
     drop(admin_app);
+    let limiter = state.limits.clone();
     drop(state);
     writer.flush_and_stop().await;
     audit_writer.flush_and_stop().await;
-    tracing::info!("usage ledger flushed; bye");
+    tracing::info!("usage ledger flushed");
+    limiter
+        .finish_alerts(crate::limits::ALERT_SHUTDOWN_WAIT)
+        .await;
+    tracing::info!("bye");
     Ok(())
 }
 

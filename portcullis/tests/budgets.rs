@@ -432,6 +432,38 @@ async fn a_failing_webhook_is_retried_and_its_alert_delivered_once() {
 }
 
 #[tokio::test]
+async fn shutdown_waits_for_queued_alerts() {
+    // The first attempt gets a 503, so at shutdown the alert waits for its retry (1 s later).
+    let (hook, got, calls) = failing_receiver(1).await;
+    let budget = 4 * est_cost(&body5());
+    let h = Harness::start_with(Opts {
+        top_extra: format!(
+            "budget_alerts:\n  webhook: {hook}\n  alert_at_percent: [10]\nbudgets:\n  - subjects: [\"team:*\"]\n    usd: {}\n    period: monthly\n{PRICING}",
+            usd(budget)
+        ),
+        ..Default::default()
+    })
+    .await;
+    let key = h.key().await;
+    for _ in 0..2 {
+        assert_eq!(h.chat(&key, body5()).await.status(), 200);
+    }
+    for _ in 0..250 {
+        if calls.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(got.lock().unwrap().is_empty());
+    h.stop().await;
+    // Delivered by the time shutdown returns, not after.
+    let alerts = got.lock().unwrap().clone();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["threshold_percent"], 10);
+}
+
+#[tokio::test]
 async fn spend_is_rebuilt_from_the_ledger_after_a_restart_and_reported_with_cost() {
     let mock = MockProvider::start("127.0.0.1:0".parse().unwrap(), MockOptions::default())
         .await

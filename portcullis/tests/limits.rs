@@ -23,14 +23,17 @@ fn rid(resp: &reqwest::Response) -> String {
 }
 
 /// A 429 from the gateway: OpenAI-shaped, `Retry-After`, and nothing reached the provider.
+/// Takes the request unsent, so the provider's count is read before it goes out.
 async fn assert_refused(
     h: &Harness,
-    resp: reqwest::Response,
+    send: impl std::future::Future<Output = reqwest::Response>,
     code: &str,
     retry_after: &str,
     mentions: &str,
-) -> Value {
+) -> (reqwest::header::HeaderMap, Value) {
     let before = h.mock.request_count();
+    let resp = send.await;
+    let headers = resp.headers().clone();
     assert_eq!(
         header(&resp, "retry-after"),
         Some(retry_after),
@@ -39,8 +42,8 @@ async fn assert_refused(
     let v = assert_error(resp, 429, code).await;
     let msg = v["error"]["message"].as_str().unwrap();
     assert!(msg.contains(mentions), "{msg}");
-    assert_eq!(h.mock.request_count(), before);
-    v
+    assert_eq!(h.mock.request_count(), before, "the provider was called");
+    (headers, v)
 }
 
 async fn limited(top: &str) -> Harness {
@@ -67,25 +70,23 @@ async fn request_rate_admits_the_limit_then_answers_with_an_exact_retry_after() 
         );
     }
     assert_eq!(h.mock.request_count(), 3);
-    let resp = h.chat(&key, chat_body("gpt-4o-mini")).await;
-    assert_eq!(header(&resp, "x-ratelimit-limit-requests"), Some("3"));
-    assert_eq!(header(&resp, "x-ratelimit-remaining-requests"), Some("0"));
-    assert_eq!(header(&resp, "x-ratelimit-reset-requests"), Some("20s"));
-    let v = assert_refused(
+    let (headers, v) = assert_refused(
         &h,
-        resp,
+        h.chat(&key, chat_body("gpt-4o-mini")),
         "rate_limit_exceeded",
         "20",
         "limits.defaults.key.requests_per_minute",
     )
     .await;
+    assert_eq!(headers["x-ratelimit-limit-requests"], "3");
+    assert_eq!(headers["x-ratelimit-remaining-requests"], "0");
+    assert_eq!(headers["x-ratelimit-reset-requests"], "20s");
     assert_eq!(v["error"]["type"], "rate_limit_error");
     // One interval later exactly one more fits; a millisecond earlier none does.
     clock.advance_ms(19_999);
-    let resp = h.chat(&key, chat_body("gpt-4o-mini")).await;
     assert_refused(
         &h,
-        resp,
+        h.chat(&key, chat_body("gpt-4o-mini")),
         "rate_limit_exceeded",
         "1",
         "3 requests per minute",
@@ -126,11 +127,10 @@ async fn every_request_unit_admits_its_limit_at_the_window_edge() {
         }
         assert_eq!(admitted, 2, "{unit}");
         clock.advance_ms(1); // the edge
-        let resp = h.chat(&key, chat_body("gpt-4o-mini")).await;
         let want = ((period_ms / 2 - 1) + 999) / 1000;
         assert_refused(
             &h,
-            resp,
+            h.chat(&key, chat_body("gpt-4o-mini")),
             "rate_limit_exceeded",
             &want.max(1).to_string(),
             unit,
@@ -179,8 +179,14 @@ async fn token_limits_reserve_the_estimate_and_settle_the_usage() {
     // A request that cannot fit on its own is refused before anything is sent.
     let mut big = body.clone();
     big["max_tokens"] = json!(5000);
-    let resp = h.chat(&key, big).await;
-    assert_refused(&h, resp, "rate_limit_exceeded", "60", "Request too large").await;
+    assert_refused(
+        &h,
+        h.chat(&key, big),
+        "rate_limit_exceeded",
+        "60",
+        "Request too large",
+    )
+    .await;
     h.stop().await;
 }
 
@@ -240,10 +246,9 @@ async fn concurrency_caps_are_released_on_completion_error_and_disconnect() {
     // Completion: a stream holds the slot until it ends.
     let resp = h.chat(&key, stream_body.clone()).await;
     assert_eq!(resp.status(), 200);
-    let second = h.chat(&key, chat_body("gpt-4o-mini")).await;
     assert_refused(
         &h,
-        second,
+        h.chat(&key, chat_body("gpt-4o-mini")),
         "rate_limit_exceeded",
         "1",
         "1 concurrent requests",
@@ -284,10 +289,9 @@ async fn rules_limit_matching_subjects_and_models_only() {
     .await;
     let key = h.key().await; // team red
     assert_eq!(h.chat(&key, chat_body("gpt-4o-mini")).await.status(), 200);
-    let resp = h.chat(&key, chat_body("gpt-4o")).await;
     assert_refused(
         &h,
-        resp,
+        h.chat(&key, chat_body("gpt-4o")),
         "rate_limit_exceeded",
         "86400",
         "limits.rules[0].requests_per_day",
@@ -433,10 +437,9 @@ async fn keys_and_teams_carry_their_own_limits_and_budget() {
     let shown: Value = h.admin_get(&format!("/admin/keys/{id}")).await;
     assert_eq!(shown["limits"], json!({"requests_per_minute": 1}));
     assert_eq!(h.chat(&key, chat_body("gpt-4o-mini")).await.status(), 200);
-    let resp = h.chat(&key, chat_body("gpt-4o-mini")).await;
     assert_refused(
         &h,
-        resp,
+        h.chat(&key, chat_body("gpt-4o-mini")),
         "rate_limit_exceeded",
         "60",
         &format!("limits of key:{id}"),
@@ -473,10 +476,9 @@ async fn keys_and_teams_carry_their_own_limits_and_budget() {
     assert_eq!(resp.status(), 200);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["budget"], json!({"usd": "0.001000", "period": "daily"}));
-    let resp = h.chat(&key, chat_body("gpt-4o-mini")).await;
     assert_refused(
         &h,
-        resp,
+        h.chat(&key, chat_body("gpt-4o-mini")),
         "insufficient_quota",
         "57600",
         "own budget of team:red",
@@ -531,9 +533,15 @@ async fn every_token_unit_admits_its_limit_at_the_window_edge() {
         }
         assert_eq!(admitted, 2, "{unit}");
         clock.advance_ms(1);
-        let resp = h.chat(&key, body.clone()).await;
         let want = (period_ms / 2 - 1 + 999) / 1000;
-        assert_refused(&h, resp, "rate_limit_exceeded", &want.to_string(), unit).await;
+        assert_refused(
+            &h,
+            h.chat(&key, body.clone()),
+            "rate_limit_exceeded",
+            &want.to_string(),
+            unit,
+        )
+        .await;
         clock.advance_ms(period_ms / 2 - 1);
         assert_eq!(h.chat(&key, body.clone()).await.status(), 200, "{unit}");
         h.stop().await;
@@ -576,10 +584,9 @@ async fn a_user_named_by_keys_can_get_own_limits() {
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["limits"], json!({"requests_per_hour": 1}), "{v}");
     assert_eq!(h.chat(&key, chat_body("gpt-4o-mini")).await.status(), 200);
-    let resp = h.chat(&key, chat_body("gpt-4o-mini")).await;
     assert_refused(
         &h,
-        resp,
+        h.chat(&key, chat_body("gpt-4o-mini")),
         "rate_limit_exceeded",
         "3600",
         "limits of user:alice",
@@ -673,6 +680,27 @@ async fn limits_budgets_and_prices_change_on_reload() {
     for _ in 0..5 {
         assert_eq!(chat().await.status(), 200);
     }
+    // An own budget with thresholds, then a file without `budget_alerts.webhook`:
+    // the reload says its alerts have nowhere to go.
+    reload(&g, "budget_alerts:\n  webhook: http://127.0.0.1:9/hook\n").await;
+    let r = g
+        .http
+        .patch(format!("{}/admin/teams/red", g.url))
+        .bearer_auth(MASTER)
+        .json(&json!({"budget": {"usd": 100, "period": "monthly", "alert_at_percent": [50]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    g.rewrite("", "");
+    let v: Value = g.reload(MASTER).await.json().await.unwrap();
+    assert_eq!(
+        v["warnings"],
+        json!([
+            "the own budget of team:red has alert thresholds, but budget_alerts.webhook is not set: its alerts are not sent"
+        ]),
+        "{v}"
+    );
     // What still needs a restart says so.
     reload_needs_restart(&g).await;
 }

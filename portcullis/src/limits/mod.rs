@@ -242,6 +242,10 @@ struct Shared {
     clock: SharedClock,
     /// The alert queue, started with the first alert (`None`: no runtime to run it on).
     alerts: std::sync::OnceLock<Option<tokio::sync::mpsc::Sender<AlertJob>>>,
+    /// The alert task, awaited at shutdown ([`Limiter::finish_alerts`]).
+    alert_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Tells the alert task to take no new alerts and end once the queue is empty.
+    alerts_closing: Arc<tokio::sync::Notify>,
     counters: Counters,
 }
 
@@ -377,6 +381,8 @@ impl Limiter {
             store,
             clock,
             alerts: std::sync::OnceLock::new(),
+            alert_task: std::sync::Mutex::new(None),
+            alerts_closing: Arc::default(),
             counters: Counters::default(),
         }))
     }
@@ -398,6 +404,35 @@ impl Limiter {
             *own = Arc::new(Own::new(subject, own.limits.clone(), &pol));
         }
         self.0.policy.store(pol);
+    }
+
+    /// Own budgets (admin API) that chose alert thresholds while no
+    /// `budget_alerts.webhook` is configured: their alerts have nowhere to go.
+    /// Named on reload and at start, so the operator hears of it.
+    pub fn silent_alerts(&self) -> Vec<String> {
+        if self.0.policy.load().alerts.webhook.is_some() {
+            return Vec::new();
+        }
+        let map = self
+            .0
+            .overrides
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out: Vec<String> = map
+            .iter()
+            .filter(|(_, own)| {
+                own.limits
+                    .budget
+                    .as_ref()
+                    .and_then(|b| b.alert_at_percent.as_ref())
+                    .is_some_and(|t| !t.is_empty())
+            })
+            .map(|(subject, _)| {
+                format!("the own budget of {subject} has alert thresholds, but budget_alerts.webhook is not set: its alerts are not sent")
+            })
+            .collect();
+        out.sort();
+        out
     }
 
     /// The alert defaults in force (own budgets are checked against them).
@@ -804,6 +839,24 @@ impl Limiter {
         (b, took)
     }
 
+    /// At shutdown, once no request can fire a new alert: delivers the alerts
+    /// still queued (with their retries), waiting at most `within`. An alert
+    /// not delivered by then is lost, with a warning: alerts are sent at most
+    /// once per threshold and period.
+    pub async fn finish_alerts(&self, within: Duration) {
+        let task = self
+            .0
+            .alert_task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some(task) = task else { return };
+        self.0.alerts_closing.notify_one();
+        if tokio::time::timeout(within, task).await.is_err() {
+            tracing::warn!(waited = ?within, "shutdown: budget alerts still queued were not delivered");
+        }
+    }
+
     /// Queues a budget alert. Alerts go out one at a time, in the order they
     /// fired, from one background task (so thresholds arrive in order).
     fn alert(&self, hold: &Hold, spent: i64, threshold: u32) {
@@ -813,11 +866,17 @@ impl Limiter {
         let queue = self.0.alerts.get_or_init(|| {
             let handle = tokio::runtime::Handle::try_current().ok()?;
             let (tx, rx) = tokio::sync::mpsc::channel(ALERT_QUEUE);
-            handle.spawn(deliver_alerts(
+            let task = handle.spawn(deliver_alerts(
                 rx,
+                self.0.alerts_closing.clone(),
                 self.0.store.clone(),
                 Arc::downgrade(&self.0),
             ));
+            *self
+                .0
+                .alert_task
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
             Some(tx)
         });
         let marker = format!(
@@ -853,6 +912,8 @@ impl Limiter {
 
 /// Alerts waiting for delivery before new ones are dropped (and counted).
 const ALERT_QUEUE: usize = 1024;
+/// How long shutdown waits for queued alerts to be delivered.
+pub const ALERT_SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 /// Delays before the second and third delivery attempts.
 const ALERT_RETRIES: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(5)];
 
@@ -869,6 +930,7 @@ fn alert_client() -> Option<reqwest::Client> {
 
 async fn deliver_alerts(
     mut rx: tokio::sync::mpsc::Receiver<AlertJob>,
+    closing: Arc<tokio::sync::Notify>,
     store: SharedStore,
     shared: std::sync::Weak<Shared>,
 ) {
@@ -886,7 +948,19 @@ async fn deliver_alerts(
             c.fetch_add(1, Ordering::Relaxed);
         }
     };
-    while let Some(job) = rx.recv().await {
+    let mut closed = false;
+    loop {
+        let job = tokio::select! {
+            biased;
+            () = closing.notified(), if !closed => {
+                // Shutdown: what is queued still goes out, nothing new comes in.
+                rx.close();
+                closed = true;
+                continue;
+            }
+            job = rx.recv() => job,
+        };
+        let Some(job) = job else { break };
         // Once per threshold per period, across restarts too.
         match store.put_setting_if_absent(&job.marker, "sent").await {
             Ok(true) => {}
