@@ -34,28 +34,110 @@ fn cached_tokens<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, 
     Ok(Option::<Details>::deserialize(d)?.and_then(|x| x.cached_tokens))
 }
 
-/// Chat/completions/embeddings carry `usage` at the top; the Responses API
-/// nests it in `response` (streamed `response.completed` events).
-#[derive(Deserialize)]
-struct Carrier {
-    #[serde(default)]
-    usage: Option<Usage>,
-    #[serde(default)]
-    response: Option<Box<Carrier>>,
-}
-
-impl Carrier {
-    fn into_usage(self) -> Option<Usage> {
-        self.usage
-            .or_else(|| self.response.and_then(|r| r.into_usage()))
-    }
-}
-
-/// Usage from one JSON document, if it has any.
+/// Usage from one JSON document, if it has any: the top-level `usage` object
+/// (chat, completions, embeddings), else the one in a top-level `response`
+/// object (the Responses API's `response.completed` events), and so on down.
+///
+/// Every response body goes through here, so the document is not parsed:
+/// [`top_level`] walks its structure (strings skipped with `memchr`) to the
+/// top-level keys, and only the `usage` object itself is deserialized. A
+/// body that is not a JSON object has no usage; a key spelled with escapes
+/// (`"us\u0061ge"`) is not recognised (no provider writes one).
 pub fn from_json(bytes: &[u8]) -> Option<Usage> {
-    serde_json::from_slice::<Carrier>(bytes)
-        .ok()
-        .and_then(Carrier::into_usage)
+    from_json_at(bytes, 0)
+}
+
+fn from_json_at(bytes: &[u8], nesting: usize) -> Option<Usage> {
+    // `response` inside `response` is not a shape any provider sends; a bound
+    // keeps a hostile document from recursing deep.
+    const MAX_NESTING: usize = 4;
+    let [usage, response] = top_level(bytes, [b"usage", b"response"])?;
+    let parsed = usage.and_then(|v| {
+        Option::<Usage>::deserialize(&mut serde_json::Deserializer::from_slice(v))
+            .ok()
+            .flatten()
+    });
+    parsed.or_else(|| {
+        response
+            .filter(|_| nesting < MAX_NESTING)
+            .and_then(|v| from_json_at(v, nesting + 1))
+    })
+}
+
+/// The values (each from its first byte to the end of `doc`) of the first
+/// occurrence of each of `keys` among the keys of the top-level object of
+/// `doc`; `None` when `doc` does not start with an object. Structure only:
+/// nothing else of the document is checked.
+fn top_level<'a, const N: usize>(doc: &'a [u8], keys: [&[u8]; N]) -> Option<[Option<&'a [u8]>; N]> {
+    let skip_ws = |mut i: usize| {
+        while doc.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
+            i += 1;
+        }
+        i
+    };
+    let mut i = skip_ws(0);
+    if doc.get(i) != Some(&b'{') {
+        return None;
+    }
+    let mut found = [None; N];
+    let mut depth = 0usize;
+    // The next string at depth 1 is a key (after `{` or `,`), not a value.
+    let mut key_next = false;
+    while i < doc.len() {
+        match doc[i] {
+            b'"' => {
+                let start = i + 1;
+                let end = string_end(doc, start)?;
+                i = end + 1;
+                if depth == 1 && key_next {
+                    key_next = false;
+                    let name = &doc[start..end];
+                    if let Some(k) = keys.iter().position(|k| *k == name)
+                        && found[k].is_none()
+                    {
+                        let colon = skip_ws(i);
+                        if doc.get(colon) != Some(&b':') {
+                            return None;
+                        }
+                        let value = skip_ws(colon + 1);
+                        found[k] = Some(&doc[value.min(doc.len())..]);
+                        if found.iter().all(Option::is_some) {
+                            break;
+                        }
+                    }
+                }
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                key_next = depth == 1;
+                i += 1;
+            }
+            b'}' | b']' => {
+                if depth <= 1 {
+                    break; // the top-level object ends
+                }
+                depth -= 1;
+                i += 1;
+            }
+            b',' => {
+                key_next = depth == 1;
+                i += 1;
+            }
+            _ => i += 1,
+        }
+    }
+    Some(found)
+}
+
+/// The index of the quote that ends the string whose content starts at `start`.
+fn string_end(doc: &[u8], mut start: usize) -> Option<usize> {
+    loop {
+        let at = start + memchr::memchr2(b'"', b'\\', doc.get(start..)?)?;
+        if doc[at] == b'"' {
+            return Some(at);
+        }
+        start = at + 2; // an escape: skip the escaped byte
+    }
 }
 
 /// True if a JSON text has a non-null `"usage"` object somewhere.
@@ -200,6 +282,7 @@ impl UsageTap {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -234,6 +317,130 @@ mod tests {
                 cached_tokens: None,
             })
         );
+    }
+
+    /// The full parse the scanner replaced: the oracle for valid documents.
+    #[derive(Deserialize)]
+    struct Carrier {
+        #[serde(default)]
+        usage: Option<Usage>,
+        #[serde(default)]
+        response: Option<Box<Carrier>>,
+    }
+
+    fn parsed(doc: &str) -> Option<Usage> {
+        fn into(c: Carrier) -> Option<Usage> {
+            c.usage.or_else(|| c.response.and_then(|r| into(*r)))
+        }
+        serde_json::from_str::<Carrier>(doc).ok().and_then(into)
+    }
+
+    type Tokens = Option<(Option<u64>, Option<u64>, Option<u64>)>;
+
+    fn tokens(u: Option<Usage>) -> Tokens {
+        u.map(|u| (u.prompt_tokens, u.completion_tokens, u.cached_tokens))
+    }
+
+    #[test]
+    fn only_top_level_usage_counts_and_it_agrees_with_a_full_parse() {
+        let cases: &[(&str, Tokens)] = &[
+            (
+                r#"{"usage":{"prompt_tokens":1,"completion_tokens":2}}"#,
+                Some((Some(1), Some(2), None)),
+            ),
+            (
+                " \n{ \"usage\" :\t{ \"prompt_tokens\" : 1 } }",
+                Some((Some(1), None, None)),
+            ),
+            // A nested `usage` (a tool's input, a message field) is not the usage.
+            (
+                r#"{"choices":[{"usage":{"prompt_tokens":999}}],"usage":{"prompt_tokens":1}}"#,
+                Some((Some(1), None, None)),
+            ),
+            (
+                r#"{"choices":[{"message":{"usage":{"prompt_tokens":999}}}]}"#,
+                None,
+            ),
+            (
+                r#"{"content":[{"type":"tool_use","input":{"usage":{"input_tokens":999}}}],"usage":{"input_tokens":5,"output_tokens":6}}"#,
+                Some((Some(5), Some(6), None)),
+            ),
+            // Strings that look like keys, escapes, a string ending in a backslash.
+            (
+                r#"{"content":"x\"usage\":{\"prompt_tokens\":5}","usage":{"prompt_tokens":2}}"#,
+                Some((Some(2), None, None)),
+            ),
+            (
+                r#"{"a":"c:\\","usage":{"prompt_tokens":3}}"#,
+                Some((Some(3), None, None)),
+            ),
+            (
+                r#"{"a":"\"}","b":["{","usage"],"usage":{"prompt_tokens":4}}"#,
+                Some((Some(4), None, None)),
+            ),
+            (r#"{"usage":"usage","x":1}"#, None),
+            // The Responses API: nested in `response`; a null `usage` falls through to it.
+            (
+                r#"{"type":"response.completed","response":{"id":"r","usage":{"input_tokens":4,"output_tokens":9}}}"#,
+                Some((Some(4), Some(9), None)),
+            ),
+            (
+                r#"{"usage":null,"response":{"usage":{"input_tokens":4}}}"#,
+                Some((Some(4), None, None)),
+            ),
+            (
+                r#"{"usage":{"prompt_tokens":7},"response":{"usage":{"input_tokens":4}}}"#,
+                Some((Some(7), None, None)),
+            ),
+            (
+                r#"{"usage":{"prompt_tokens":10,"prompt_tokens_details":{"cached_tokens":6,"audio_tokens":0}}}"#,
+                Some((Some(10), None, Some(6))),
+            ),
+            (r#"{"id":"x","usage":null}"#, None),
+            (r#"{}"#, None),
+            (r#"[{"usage":{"prompt_tokens":1}}]"#, None),
+            (r#""usage""#, None),
+            ("", None),
+        ];
+        for (doc, want) in cases {
+            assert_eq!(tokens(from_json(doc.as_bytes())), *want, "{doc}");
+            // (serde reads a struct from an array too, positionally: not a usage.)
+            if !doc.starts_with('[') {
+                assert_eq!(tokens(parsed(doc)), *want, "oracle: {doc}");
+            }
+        }
+    }
+
+    #[test]
+    fn broken_documents_yield_no_usage_and_never_panic() {
+        let doc = r#"{"id":"x","choices":[{"message":{"content":"a \"quoted\" word"}}],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
+        // Every prefix: no panic; a prefix that holds the whole usage object still reads it
+        // (a body cut short after its usage was reported), a shorter one reads nothing.
+        let at = doc.find(r#""usage""#).unwrap();
+        for n in 0..doc.len() {
+            let u = from_json(&doc.as_bytes()[..n]);
+            if n < at + r#""usage":{"prompt_tokens":3,"completion_tokens":4}"#.len() {
+                assert_eq!(u, None, "{n}");
+            } else {
+                assert_eq!(tokens(u), Some((Some(3), Some(4), None)), "{n}");
+            }
+        }
+        for doc in [
+            r#"{"usage""#,
+            r#"{"usage" 1}"#,
+            r#"{"a":"\"#,
+            "{\"a\":\"\\",
+            r#"{"usage":{"prompt_tokens":-1}}"#,
+        ] {
+            assert_eq!(from_json(doc.as_bytes()), None, "{doc}");
+        }
+        // `response` nesting is bounded.
+        let deep = format!(
+            "{}{{\"usage\":{{\"prompt_tokens\":1}}}}{}",
+            r#"{"response":"#.repeat(50),
+            "}".repeat(50)
+        );
+        assert_eq!(from_json(deep.as_bytes()), None);
     }
 
     #[test]

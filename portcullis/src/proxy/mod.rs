@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderValue, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use serde_json::json;
 
 use crate::AppState;
@@ -198,31 +198,19 @@ async fn forward(
     permit: &Permit,
 ) -> Result<hyper::Response<hyper::body::Incoming>, ApiError> {
     let provider = permit.provider();
-    let client = state
+    let rid = parts.extensions.get::<RequestId>().map(|r| &*r.0);
+    state
         .upstreams
-        .get(&provider.name)
-        .ok_or_else(|| ApiError::Internal(format!("no client for provider `{}`", provider.name)))?;
-    let uri: http::Uri = format!("{}{}", provider.base_url, permit.upstream_path())
-        .parse()
-        .map_err(|_| ApiError::InvalidPath("cannot form the upstream URL"))?;
-    let mut req = hyper::Request::builder()
-        .method(parts.method.clone())
-        .uri(uri)
-        .body(Full::new(permit.body().clone()))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let headers = req.headers_mut();
-    upstream::forward_request_headers(&parts.headers, headers);
-    upstream::set_provider_auth(provider, headers)?;
-    if let Some(rid) = parts.extensions.get::<RequestId>()
-        && let Ok(v) = HeaderValue::from_str(&rid.0)
-    {
-        headers.insert("x-request-id", v);
-    }
-    match tokio::time::timeout(provider.timeouts.first_byte, client.request(req)).await {
-        Err(_) => Err(ApiError::UpstreamTimeout("first byte")),
-        Ok(Err(e)) => Err(upstream::classify(&e)),
-        Ok(Ok(resp)) => Ok(resp),
-    }
+        .get(&provider.name)?
+        .send(
+            provider,
+            parts.method.clone(),
+            permit.upstream_path(),
+            Some(permit.body().clone()),
+            Some(&parts.headers),
+            rid,
+        )
+        .await
 }
 
 /// Streams a successful response through the meter; sanitises an error response.

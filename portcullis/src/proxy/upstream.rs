@@ -22,7 +22,7 @@ pub type HttpClient =
 /// One client per provider, keyed by provider name.
 #[derive(Debug, Clone, Default)]
 pub struct Upstreams {
-    clients: HashMap<String, HttpClient>,
+    clients: HashMap<String, Upstream>,
 }
 
 impl Upstreams {
@@ -30,14 +30,105 @@ impl Upstreams {
     pub fn new(config: &Config) -> Result<Self, String> {
         let mut clients = HashMap::new();
         for p in &config.providers {
-            clients.insert(p.name.clone(), client_for(p)?);
+            clients.insert(p.name.clone(), Upstream::new(p)?);
         }
         Ok(Upstreams { clients })
     }
 
     /// The client of a provider.
-    pub fn get(&self, provider: &str) -> Option<&HttpClient> {
-        self.clients.get(provider)
+    pub fn get(&self, provider: &str) -> Result<&Upstream, ApiError> {
+        self.clients
+            .get(provider)
+            .ok_or_else(|| ApiError::Internal(format!("no client for provider `{provider}`")))
+    }
+}
+
+/// A provider's pooled client and the headers every request to it carries,
+/// built once (not per request).
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    client: HttpClient,
+    /// `Authorization: Bearer <key>`, marked sensitive (never logged).
+    auth: Option<HeaderValue>,
+    /// `Host` for `base_url`: the host, and the port when not the scheme's default.
+    host: Option<HeaderValue>,
+}
+
+impl Upstream {
+    fn new(p: &ProviderConfig) -> Result<Upstream, String> {
+        let auth = match &p.api_key {
+            None => None,
+            Some(key) => {
+                let mut v =
+                    HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
+                        format!("provider `{}`: api_key is not a valid header value", p.name)
+                    })?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+        };
+        let host = p.base_url.parse::<http::Uri>().ok().and_then(|u| {
+            let host = u.host()?;
+            let default = match u.scheme_str() {
+                Some("https") => Some(443),
+                Some("http") => Some(80),
+                _ => None,
+            };
+            match u.port_u16() {
+                Some(port) if Some(port) != default => {
+                    HeaderValue::from_str(&format!("{host}:{port}")).ok()
+                }
+                _ => HeaderValue::from_str(host).ok(),
+            }
+        });
+        Ok(Upstream {
+            client: client_for(p)?,
+            auth,
+            host,
+        })
+    }
+
+    /// Sends `method {base_url}{path}` to the provider with its key, the
+    /// client's forwardable headers (when given; without a body, not its
+    /// `content-type`) and the request id, within the first-byte timeout.
+    pub async fn send(
+        &self,
+        p: &ProviderConfig,
+        method: http::Method,
+        path: &str,
+        body: Option<Bytes>,
+        client_headers: Option<&HeaderMap>,
+        request_id: Option<&str>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ApiError> {
+        let uri: http::Uri = format!("{}{path}", p.base_url)
+            .parse()
+            .map_err(|_| ApiError::InvalidPath("cannot form the upstream URL"))?;
+        let has_body = body.is_some();
+        let mut req = hyper::Request::new(Full::new(body.unwrap_or_default()));
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        let headers = req.headers_mut();
+        headers.reserve(client_headers.map_or(0, HeaderMap::len) + 3);
+        if let Some(h) = client_headers {
+            forward_request_headers(h, headers);
+            if !has_body {
+                headers.remove(header::CONTENT_TYPE);
+            }
+        }
+        if let Some(v) = &self.host {
+            headers.insert(header::HOST, v.clone());
+        }
+        if let Some(v) = &self.auth {
+            headers.insert(header::AUTHORIZATION, v.clone());
+        }
+        if let Some(v) = request_id.and_then(|r| HeaderValue::from_str(r).ok()) {
+            headers.insert(HeaderName::from_static("x-request-id"), v);
+        }
+        match tokio::time::timeout(p.timeouts.first_byte, self.client.request(req)).await {
+            Err(_) => Err(ApiError::UpstreamTimeout("first byte")),
+            Ok(Err(e)) => Err(classify(&e)),
+            Ok(Ok(resp)) => Ok(resp),
+        }
     }
 }
 
@@ -119,8 +210,10 @@ fn named_in_connection(headers: &HeaderMap, name: &HeaderName) -> bool {
 
 /// Copies the client's headers that may go upstream.
 pub fn forward_request_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    let connection = from.contains_key(header::CONNECTION);
     for (name, value) in from {
-        if REQUEST_DENY.contains(&name.as_str()) || named_in_connection(from, name) {
+        if REQUEST_DENY.contains(&name.as_str()) || (connection && named_in_connection(from, name))
+        {
             continue;
         }
         to.append(name.clone(), value.clone());
@@ -130,8 +223,10 @@ pub fn forward_request_headers(from: &HeaderMap, to: &mut HeaderMap) {
 /// Copies the provider's response headers that may go to the client. The
 /// provider's own `x-request-id` is kept as `x-upstream-request-id`.
 pub fn forward_response_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    let connection = from.contains_key(header::CONNECTION);
     for (name, value) in from {
-        if RESPONSE_DENY.contains(&name.as_str()) || named_in_connection(from, name) {
+        if RESPONSE_DENY.contains(&name.as_str()) || (connection && named_in_connection(from, name))
+        {
             continue;
         }
         if name.as_str() == "x-request-id" {
@@ -154,21 +249,6 @@ pub fn forward_rate_limit_headers(from: &HeaderMap, to: &mut HeaderMap) {
             to.append(name.clone(), value.clone());
         }
     }
-}
-
-/// Sets the provider's own credential in the header it expects.
-pub fn set_provider_auth(p: &ProviderConfig, headers: &mut HeaderMap) -> Result<(), ApiError> {
-    if let Some(key) = &p.api_key {
-        let mut v = HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
-            ApiError::Internal(format!(
-                "provider `{}` key is not a valid header value",
-                p.name
-            ))
-        })?;
-        v.set_sensitive(true);
-        headers.insert(header::AUTHORIZATION, v);
-    }
-    Ok(())
 }
 
 /// Classifies a client error into 502 or 504.

@@ -25,11 +25,10 @@
 use std::collections::HashMap;
 
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use futures_util::StreamExt;
+use http::StatusCode;
 use http::request::Parts;
-use http::{HeaderValue, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use serde_json::{Value, json};
 
 use super::families::Family;
@@ -37,7 +36,6 @@ use super::{Permit, extract, store_down};
 use crate::AppState;
 use crate::RequestId;
 use crate::error::ApiError;
-use crate::proxy::upstream;
 use crate::store::{ResourceQuery, ResourceRecord};
 
 /// Objects fetched from the provider at once.
@@ -292,34 +290,18 @@ pub(super) async fn get_upstream(
     path: &str,
 ) -> Result<hyper::Response<hyper::body::Incoming>, ApiError> {
     let provider = permit.provider();
-    let client = state
+    state
         .upstreams
-        .get(&provider.name)
-        .ok_or_else(|| ApiError::Internal(format!("no client for provider `{}`", provider.name)))?;
-    let uri: http::Uri = format!("{}{path}", provider.base_url)
-        .parse()
-        .map_err(|_| ApiError::InvalidPath("cannot form the upstream URL"))?;
-    let mut req = hyper::Request::builder()
-        .method(http::Method::GET)
-        .uri(uri)
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let headers = req.headers_mut();
-    if let Some(h) = client_headers {
-        upstream::forward_request_headers(h, headers);
-        headers.remove(http::header::CONTENT_TYPE);
-    }
-    upstream::set_provider_auth(provider, headers)?;
-    if let Some(rid) = request_id
-        && let Ok(v) = HeaderValue::from_str(&rid.0)
-    {
-        headers.insert("x-request-id", v);
-    }
-    match tokio::time::timeout(provider.timeouts.first_byte, client.request(req)).await {
-        Err(_) => Err(ApiError::UpstreamTimeout("first byte")),
-        Ok(Err(e)) => Err(upstream::classify(&e)),
-        Ok(Ok(r)) => Ok(r),
-    }
+        .get(&provider.name)?
+        .send(
+            provider,
+            http::Method::GET,
+            path,
+            None,
+            client_headers,
+            request_id.map(|r| &*r.0),
+        )
+        .await
 }
 
 /// `GET {collection}/{id}` at the provider: the object, or `None` for a 404.
