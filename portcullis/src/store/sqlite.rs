@@ -174,26 +174,53 @@ fn bind_usage<'q>(q: SqliteQuery<'q>, r: &'q UsageRecord) -> SqliteQuery<'q> {
 /// and the request workers run between statements).
 const USAGE_CHUNKS: [usize; 6] = [32, 16, 8, 4, 2, 1];
 
-/// The INSERT for the largest chunk size that fits `n` rows, and its rows.
+/// The statement for the largest chunk size that fits `n` rows, and its rows,
+/// from `set`'s texts (one per size of [`USAGE_CHUNKS`]).
+fn chunk_of(set: &[(usize, String)], n: usize) -> (&str, usize) {
+    set.iter()
+        .find(|(rows, _)| *rows <= n)
+        .or(set.last())
+        .map_or(("", 1), |(rows, sql)| (sql.as_str(), *rows))
+}
+
+/// One `{head} VALUES (?, …), … {tail}` text per chunk size, `columns` parameters a row.
+fn chunk_texts(head: &str, columns: usize, tail: &str) -> Vec<(usize, String)> {
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    USAGE_CHUNKS
+        .iter()
+        .map(|&rows| {
+            let values = vec![row.as_str(); rows].join(", ");
+            (rows, format!("{head} VALUES {values}{tail}"))
+        })
+        .collect()
+}
+
+/// The ledger INSERT for the largest chunk size that fits `n` rows, and its rows.
 fn usage_insert(n: usize) -> (&'static str, usize) {
     static SQL: std::sync::LazyLock<Vec<(usize, String)>> = std::sync::LazyLock::new(|| {
-        let row = format!("({})", vec!["?"; USAGE_COLUMNS.len()].join(", "));
-        USAGE_CHUNKS
-            .iter()
-            .map(|&rows| {
-                let values = vec![row.as_str(); rows].join(", ");
-                let columns = USAGE_COLUMNS.join(", ");
-                (
-                    rows,
-                    format!("INSERT INTO usage_records ({columns}) VALUES {values}"),
-                )
-            })
-            .collect()
+        let columns = USAGE_COLUMNS.join(", ");
+        chunk_texts(
+            &format!("INSERT INTO usage_records ({columns})"),
+            USAGE_COLUMNS.len(),
+            "",
+        )
     });
-    SQL.iter()
-        .find(|(rows, _)| *rows <= n)
-        .or(SQL.last())
-        .map_or(("", 1), |(rows, sql)| (sql.as_str(), *rows))
+    chunk_of(&SQL, n)
+}
+
+/// The `spend_daily` upsert for the largest chunk size that fits `n` rows, and
+/// its rows. One row per subject and day of a batch: with many distinct keys
+/// that is more than one row per request, so one statement per row (a round
+/// trip to SQLite's thread each) was a hot spot of its own.
+fn spend_upsert(n: usize) -> (&'static str, usize) {
+    static SQL: std::sync::LazyLock<Vec<(usize, String)>> = std::sync::LazyLock::new(|| {
+        chunk_texts(
+            "INSERT INTO spend_daily (subject, day, cost_micros)",
+            3,
+            " ON CONFLICT (subject, day) DO UPDATE SET cost_micros = cost_micros + excluded.cost_micros",
+        )
+    });
+    chunk_of(&SQL, n)
 }
 
 impl SqliteStore {
@@ -399,17 +426,17 @@ impl Store for SqliteStore {
             rest = tail;
         }
         // The batch's spend per subject and day, in the same transaction.
-        for (subject, day, cost) in daily_spend(records) {
-            sqlx::query(
-                "INSERT INTO spend_daily (subject, day, cost_micros) VALUES (?, ?, ?) \
-                 ON CONFLICT (subject, day) DO UPDATE SET cost_micros = cost_micros + excluded.cost_micros",
-            )
-            .bind(subject)
-            .bind(day)
-            .bind(cost)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
+        let spend = daily_spend(records);
+        let mut rest = spend.as_slice();
+        while !rest.is_empty() {
+            let (sql, rows) = spend_upsert(rest.len());
+            let (chunk, tail) = rest.split_at(rows.clamp(1, rest.len()));
+            let mut q = sqlx::query(sql);
+            for (subject, day, cost) in chunk {
+                q = q.bind(subject.as_str()).bind(*day).bind(*cost);
+            }
+            q.execute(&mut *tx).await.map_err(unavailable)?;
+            rest = tail;
         }
         tx.commit().await.map_err(unavailable)
     }
