@@ -404,8 +404,13 @@ async fn own_budgets_alert_to_the_configured_webhook_only() {
     h.stop().await;
 }
 
-#[tokio::test]
-async fn a_failing_webhook_is_retried_and_its_alert_delivered_once() {
+/// A gateway whose team budget alerts at 10% to a webhook that answers its
+/// first call with a 503, after two requests that cross the threshold.
+async fn one_alert_after_a_503() -> (
+    Harness,
+    Arc<Mutex<Vec<Value>>>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
     let (hook, got, calls) = failing_receiver(1).await;
     let budget = 4 * est_cost(&body5());
     let h = Harness::start_with(Opts {
@@ -420,6 +425,12 @@ async fn a_failing_webhook_is_retried_and_its_alert_delivered_once() {
     for _ in 0..2 {
         assert_eq!(h.chat(&key, body5()).await.status(), 200);
     }
+    (h, got, calls)
+}
+
+#[tokio::test]
+async fn a_failing_webhook_is_retried_and_its_alert_delivered_once() {
+    let (h, got, calls) = one_alert_after_a_503().await;
     // The first attempt is refused with a 503; the retry a second later is accepted.
     let alerts = wait_for_alerts(&got, 1).await;
     assert_eq!(alerts.len(), 1, "{alerts:?}");
@@ -434,20 +445,7 @@ async fn a_failing_webhook_is_retried_and_its_alert_delivered_once() {
 #[tokio::test]
 async fn shutdown_waits_for_queued_alerts() {
     // The first attempt gets a 503, so at shutdown the alert waits for its retry (1 s later).
-    let (hook, got, calls) = failing_receiver(1).await;
-    let budget = 4 * est_cost(&body5());
-    let h = Harness::start_with(Opts {
-        top_extra: format!(
-            "budget_alerts:\n  webhook: {hook}\n  alert_at_percent: [10]\nbudgets:\n  - subjects: [\"team:*\"]\n    usd: {}\n    period: monthly\n{PRICING}",
-            usd(budget)
-        ),
-        ..Default::default()
-    })
-    .await;
-    let key = h.key().await;
-    for _ in 0..2 {
-        assert_eq!(h.chat(&key, body5()).await.status(), 200);
-    }
+    let (h, got, calls) = one_alert_after_a_503().await;
     for _ in 0..250 {
         if calls.load(std::sync::atomic::Ordering::SeqCst) > 0 {
             break;
