@@ -163,10 +163,13 @@ fn new_request_id() -> Arc<str> {
     Arc::from(id)
 }
 
+/// `x-request-id`, named once (a `&str` name is parsed on every lookup).
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
 async fn request_id(mut req: Request, next: Next) -> Response {
     let id: Arc<str> = match req
         .headers()
-        .get("x-request-id")
+        .get(X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
     {
         Some(v) if valid_request_id(v) => Arc::from(v),
@@ -175,7 +178,7 @@ async fn request_id(mut req: Request, next: Next) -> Response {
     req.extensions_mut().insert(RequestId(id.clone()));
     let mut resp = next.run(req).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
-        resp.headers_mut().insert("x-request-id", v);
+        resp.headers_mut().insert(X_REQUEST_ID, v);
     }
     resp
 }

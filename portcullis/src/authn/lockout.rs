@@ -133,7 +133,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
     }
     let mut client = peer;
     let values: Vec<&str> = headers
-        .get_all("x-forwarded-for")
+        .get_all(http::HeaderName::from_static("x-forwarded-for"))
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();

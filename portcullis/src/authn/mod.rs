@@ -52,8 +52,13 @@ use lockout::Lockout;
 pub const PUBLIC_ROUTES: &[&str] = crate::config::DEFAULT_PUBLIC_PATHS;
 
 /// Headers a credential may arrive in.
-pub const CREDENTIAL_HEADERS: &[&str] =
-    &["authorization", "x-api-key", "api-key", "x-goog-api-key"];
+/// (Named once: a `&str` name is parsed and hashed anew on every lookup.)
+pub const CREDENTIAL_HEADERS: [http::HeaderName; 4] = [
+    http::header::AUTHORIZATION,
+    http::HeaderName::from_static("x-api-key"),
+    http::HeaderName::from_static("api-key"),
+    http::HeaderName::from_static("x-goog-api-key"),
+];
 
 /// Query parameters that look like credentials; a request carrying one is refused.
 const CREDENTIAL_QUERY_PARAMS: &[&str] = &[
@@ -275,7 +280,7 @@ impl Authenticator {
             return Ok(());
         };
         let token = headers
-            .get("x-firebase-appcheck")
+            .get(http::HeaderName::from_static("x-firebase-appcheck"))
             .and_then(|v| v.to_str().ok());
         let result = match token {
             None => Err("app check token missing"),
@@ -595,13 +600,13 @@ pub fn credential<'a>(
         return Err(ApiError::CredentialInQuery);
     }
     let mut found: Option<&str> = None;
-    for name in CREDENTIAL_HEADERS {
-        for value in headers.get_all(*name) {
+    for name in &CREDENTIAL_HEADERS {
+        for value in headers.get_all(name) {
             let v = value
                 .to_str()
                 .map_err(|_| ApiError::InvalidApiKey("non-ascii credential"))?
                 .trim();
-            let token = if *name == "authorization" {
+            let token = if name == http::header::AUTHORIZATION {
                 let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
                 if !scheme.eq_ignore_ascii_case("bearer") {
                     return Err(ApiError::InvalidApiKey("unsupported authorization scheme"));
