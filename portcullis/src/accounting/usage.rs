@@ -100,7 +100,7 @@ fn top_level<'a, const N: usize>(doc: &'a [u8], keys: [&[u8]; N]) -> Option<[Opt
                             return None;
                         }
                         let value = skip_ws(colon + 1);
-                        found[k] = Some(&doc[value.min(doc.len())..]);
+                        found[k] = doc.get(value..);
                         if found.iter().all(Option::is_some) {
                             break;
                         }

@@ -241,12 +241,37 @@ struct Shared {
     store: SharedStore,
     clock: SharedClock,
     /// The alert queue, started with the first alert (`None`: no runtime to run it on).
-    alerts: std::sync::OnceLock<Option<tokio::sync::mpsc::Sender<AlertJob>>>,
-    /// The alert task, awaited at shutdown ([`Limiter::finish_alerts`]).
-    alert_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// Tells the alert task to take no new alerts and end once the queue is empty.
-    alerts_closing: Arc<tokio::sync::Notify>,
+    alerts: std::sync::OnceLock<Option<AlertQueue>>,
     counters: Counters,
+}
+
+/// The alert task and what feeds and stops it.
+struct AlertQueue {
+    tx: tokio::sync::mpsc::Sender<AlertJob>,
+    /// Awaited at shutdown ([`Limiter::finish_alerts`]).
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Tells the task to take no new alerts and end once the queue is empty.
+    closing: Arc<tokio::sync::Notify>,
+}
+
+impl Shared {
+    /// The own limits and budgets (a poisoned lock still holds valid data:
+    /// every writer replaces whole entries).
+    fn overrides(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, std::collections::HashMap<String, Arc<Own>>> {
+        self.overrides
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn overrides_mut(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, std::collections::HashMap<String, Arc<Own>>> {
+        self.overrides
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// The limiter: cheap to clone.
@@ -381,8 +406,6 @@ impl Limiter {
             store,
             clock,
             alerts: std::sync::OnceLock::new(),
-            alert_task: std::sync::Mutex::new(None),
-            alerts_closing: Arc::default(),
             counters: Counters::default(),
         }))
     }
@@ -395,11 +418,7 @@ impl Limiter {
     pub fn reconfigure(&self, config: &Config) {
         let pol = Arc::new(Policy::of(config));
         // Own limits merge over the new defaults; own budgets take the new alert defaults.
-        let mut map = self
-            .0
-            .overrides
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self.0.overrides_mut();
         for (subject, own) in map.iter_mut() {
             *own = Arc::new(Own::new(subject, own.limits.clone(), &pol));
         }
@@ -413,11 +432,7 @@ impl Limiter {
         if self.0.policy.load().alerts.webhook.is_some() {
             return Vec::new();
         }
-        let map = self
-            .0
-            .overrides
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = self.0.overrides();
         let mut out: Vec<String> = map
             .iter()
             .filter(|(_, own)| {
@@ -466,11 +481,7 @@ impl Limiter {
     }
 
     fn install(&self, subject: String, own: config::OwnLimits) {
-        let mut map = self
-            .0
-            .overrides
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self.0.overrides_mut();
         if own.limits.is_none() && own.budget.is_none() {
             map.remove(&subject);
         } else {
@@ -521,21 +532,12 @@ impl Limiter {
         if !self.0.has_overrides.load(Ordering::Relaxed) {
             return None;
         }
-        self.0
-            .overrides
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(subject)
-            .cloned()
+        self.0.overrides().get(subject).cloned()
     }
 
     /// Every subject with own limits or a budget whose name starts with `prefix` (`team:`), sorted.
     pub fn owns(&self, prefix: &str) -> Vec<(String, config::OwnLimits)> {
-        let map = self
-            .0
-            .overrides
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = self.0.overrides();
         let mut out: Vec<_> = map
             .iter()
             .filter(|(k, _)| k.starts_with(prefix))
@@ -547,11 +549,7 @@ impl Limiter {
 
     /// Own budgets, with their subjects.
     pub fn own_budgets(&self) -> Vec<(String, Arc<BudgetConfig>)> {
-        let map = self
-            .0
-            .overrides
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = self.0.overrides();
         map.iter()
             .filter_map(|(k, v)| v.budget.clone().map(|b| (k.clone(), b)))
             .collect()
@@ -844,14 +842,16 @@ impl Limiter {
     /// not delivered by then is lost, with a warning: alerts are sent at most
     /// once per threshold and period.
     pub async fn finish_alerts(&self, within: Duration) {
-        let task = self
-            .0
-            .alert_task
+        let Some(Some(queue)) = self.0.alerts.get() else {
+            return;
+        };
+        let task = queue
+            .task
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
         let Some(task) = task else { return };
-        self.0.alerts_closing.notify_one();
+        queue.closing.notify_one();
         if tokio::time::timeout(within, task).await.is_err() {
             tracing::warn!(waited = ?within, "shutdown: budget alerts still queued were not delivered");
         }
@@ -866,18 +866,18 @@ impl Limiter {
         let queue = self.0.alerts.get_or_init(|| {
             let handle = tokio::runtime::Handle::try_current().ok()?;
             let (tx, rx) = tokio::sync::mpsc::channel(ALERT_QUEUE);
+            let closing = Arc::new(tokio::sync::Notify::new());
             let task = handle.spawn(deliver_alerts(
                 rx,
-                self.0.alerts_closing.clone(),
+                closing.clone(),
                 self.0.store.clone(),
                 Arc::downgrade(&self.0),
             ));
-            *self
-                .0
-                .alert_task
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
-            Some(tx)
+            Some(AlertQueue {
+                tx,
+                task: std::sync::Mutex::new(Some(task)),
+                closing,
+            })
         });
         let marker = format!(
             "budget_alert|{}|{}|{}|{threshold}",
@@ -900,7 +900,7 @@ impl Limiter {
             marker,
             payload,
         };
-        if queue.as_ref().is_none_or(|q| q.try_send(job).is_err()) {
+        if queue.as_ref().is_none_or(|q| q.tx.try_send(job).is_err()) {
             self.0
                 .counters
                 .alerts_failed
