@@ -26,7 +26,7 @@ mod principal;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
@@ -103,15 +103,34 @@ struct StaticEntry {
     principal: Principal,
 }
 
-/// A cached key: its record and the principal built from it once.
-type CachedKey = Option<Arc<(crate::store::ApiKeyRecord, Principal)>>;
+/// A key's record and the principal built from it once.
+type KeyEntry = Arc<(crate::store::ApiKeyRecord, Principal)>;
+
+/// How long a key read from the store is trusted before it is read again (a
+/// revocation made on another gateway instance takes effect within this).
+const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// Keys held in the cache at most (an entry is a few hundred bytes).
+const KEY_CACHE_CAPACITY: usize = 200_000;
+
+/// One lookup in the key cache: the key, or `None` for an id the store does
+/// not know (a negative entry), and when it was read from the store.
+#[derive(Clone)]
+struct CachedKey {
+    entry: Option<KeyEntry>,
+    loaded: Instant,
+}
 
 /// Checks credentials against the key cache, the store and the configuration.
 pub struct Authenticator {
     store: SharedStore,
     clock: SharedClock,
-    /// id → record, or `None` for ids the store does not know (negative cache).
-    cache: Cache<String, CachedKey>,
+    /// id → record, or `None` for ids the store does not know (negative
+    /// cache). `quick_cache` rather than `moka` (used for the other caches):
+    /// this lookup runs on every request, and a read here is a hash, a shard
+    /// read lock and a clone, with no read log or deque to maintain; expiry
+    /// is checked on read against [`CachedKey::loaded`].
+    keys: quick_cache::sync::Cache<String, CachedKey>,
     master_digest: [u8; 32],
     statics: Vec<StaticEntry>,
     disabled: bool,
@@ -156,10 +175,7 @@ impl Authenticator {
             .collect();
         Authenticator {
             store,
-            cache: Cache::builder()
-                .max_capacity(200_000)
-                .time_to_live(Duration::from_secs(30))
-                .build(),
+            keys: quick_cache::sync::Cache::new(KEY_CACHE_CAPACITY),
             master_digest,
             statics,
             disabled: auth.disabled,
@@ -209,7 +225,7 @@ impl Authenticator {
 
     /// Drops a key from the cache so the next request sees the store's state.
     pub fn invalidate(&self, id: &str) {
-        self.cache.invalidate(id);
+        self.keys.remove(id);
     }
 
     /// The lockout, when enabled.
@@ -426,10 +442,7 @@ impl Authenticator {
     }
 
     /// A valid (known, matching, unrevoked, unexpired) gateway key's cache entry.
-    async fn key_entry(
-        &self,
-        token: &str,
-    ) -> Result<Arc<(crate::store::ApiKeyRecord, Principal)>, Refusal> {
+    async fn key_entry(&self, token: &str) -> Result<KeyEntry, Refusal> {
         let refuse = |reason, key_id: Option<&str>| Refusal {
             error: ApiError::InvalidApiKey(reason),
             credential_kind: "api_key",
@@ -440,9 +453,9 @@ impl Authenticator {
             keys::KeyFormatError::Malformed => refuse("malformed key", None),
             keys::KeyFormatError::Checksum => refuse("bad checksum", None),
         })?;
-        let cached = match self.cache.get(id) {
-            Some(hit) => hit,
-            None => {
+        let cached = match self.keys.get(id) {
+            Some(hit) if hit.loaded.elapsed() < KEY_CACHE_TTL => hit.entry,
+            _ => {
                 let found = self
                     .store
                     .get_key(id)
@@ -452,7 +465,13 @@ impl Authenticator {
                         let p = Principal::api_key(&r);
                         Arc::new((r, p))
                     });
-                self.cache.insert(id.to_owned(), found.clone());
+                self.keys.insert(
+                    id.to_owned(),
+                    CachedKey {
+                        entry: found.clone(),
+                        loaded: Instant::now(),
+                    },
+                );
                 found
             }
         };
