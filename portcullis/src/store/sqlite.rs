@@ -1,7 +1,9 @@
 //! The embedded store: SQLite in WAL mode through `sqlx`.
 
+use std::collections::HashMap;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -16,6 +18,114 @@ use super::{
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    spend: Arc<PendingSpend>,
+}
+
+/// How long the spend of committed usage records may wait in memory before it
+/// is added to `spend_daily`. Upserting one row per subject and day with every
+/// ledger batch was a third of SQLite's work when requests came from thousands
+/// of keys (each batch touched nearly every page of `spend_daily`); once a
+/// second, a subject's many batches become one row.
+const SPEND_FLUSH_EVERY: Duration = Duration::from_secs(5);
+
+/// Subject-days held in memory at most before a flush regardless of age.
+const SPEND_PENDING_MAX: usize = 50_000;
+
+/// The setting naming the last `usage_records.id` whose spend `spend_daily`
+/// holds. Rows after it (committed by a run that stopped before its spend
+/// was flushed) are added when the store opens.
+const SPEND_THROUGH: &str = "spend_daily_through_id";
+
+/// Spend of committed usage records not yet in `spend_daily`: subject →
+/// (UTC day, micro-dollars). [`Store::spend_since`] adds it to what the table
+/// holds, so a budget never sees less than the ledger committed.
+#[derive(Debug, Default)]
+struct PendingSpend {
+    state: Mutex<Pending>,
+    /// One ledger write at a time, so the flushed snapshot and the
+    /// `spend_daily_through_id` mark written with it always agree.
+    writes: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    by_subject: HashMap<String, Vec<(i64, i64)>>,
+    entries: usize,
+    oldest: Option<Instant>,
+}
+
+impl Pending {
+    fn add(&mut self, spend: &[(String, i64, i64)]) {
+        for (subject, day, cost) in spend {
+            let days = self.by_subject.entry(subject.clone()).or_default();
+            match days.iter_mut().find(|(d, _)| d == day) {
+                Some((_, c)) => *c = c.saturating_add(*cost),
+                None => {
+                    days.push((*day, *cost));
+                    self.entries += 1;
+                }
+            }
+        }
+        if !spend.is_empty() {
+            self.oldest.get_or_insert_with(Instant::now);
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.entries >= SPEND_PENDING_MAX
+            || self
+                .oldest
+                .is_some_and(|t| t.elapsed() >= SPEND_FLUSH_EVERY)
+    }
+
+    /// Everything pending plus `batch`, one row per subject and day.
+    fn with(&self, batch: &[(String, i64, i64)]) -> Vec<(String, i64, i64)> {
+        let mut all = Pending::default();
+        for (subject, days) in &self.by_subject {
+            all.by_subject.insert(subject.clone(), days.clone());
+        }
+        all.add(batch);
+        all.by_subject
+            .into_iter()
+            .flat_map(|(s, days)| days.into_iter().map(move |(d, c)| (s.clone(), d, c)))
+            .collect()
+    }
+
+    /// Takes away what a flush wrote (records committed meanwhile stay).
+    fn subtract(&mut self, flushed: &[(String, i64, i64)]) {
+        for (subject, day, cost) in flushed {
+            if let Some(days) = self.by_subject.get_mut(subject) {
+                if let Some((_, c)) = days.iter_mut().find(|(d, _)| d == day) {
+                    *c = c.saturating_sub(*cost);
+                }
+                let before = days.len();
+                days.retain(|(_, c)| *c != 0);
+                self.entries -= before - days.len();
+                if days.is_empty() {
+                    self.by_subject.remove(subject);
+                }
+            }
+        }
+        if self.entries == 0 {
+            self.oldest = None;
+        }
+    }
+
+    fn since(&self, subject: &str, day: i64) -> i64 {
+        self.by_subject.get(subject).map_or(0, |days| {
+            days.iter()
+                .filter(|(d, _)| *d >= day)
+                .fold(0i64, |a, (_, c)| a.saturating_add(*c))
+        })
+    }
+}
+
+impl PendingSpend {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 fn unavailable(e: sqlx::Error) -> StoreError {
@@ -223,6 +333,23 @@ fn spend_upsert(n: usize) -> (&'static str, usize) {
     chunk_of(&SQL, n)
 }
 
+/// Sets the `spend_daily` mark (see [`SPEND_THROUGH`]).
+async fn set_spend_through(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    id: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO settings (name, value) VALUES (?, ?) \
+         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+    )
+    .bind(SPEND_THROUGH)
+    .bind(id.to_string())
+    .execute(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    Ok(())
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` and migrates it.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
@@ -249,7 +376,64 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
-        Ok(SqliteStore { pool })
+        let store = SqliteStore {
+            pool,
+            spend: Arc::default(),
+        };
+        store.catch_up_spend().await?;
+        Ok(store)
+    }
+
+    /// Adds to `spend_daily` the spend of usage records committed after the
+    /// last flushed mark (by a run that stopped before flushing it), and moves
+    /// the mark to the newest record. Before the mark existed every record's
+    /// spend was written with the record itself, so a store without one is
+    /// caught up already.
+    async fn catch_up_spend(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let newest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM usage_records")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let through: Option<String> =
+            sqlx::query_scalar("SELECT value FROM settings WHERE name = ?")
+                .bind(SPEND_THROUGH)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        if let Some(through) = through {
+            let through: i64 = through.parse().map_err(|_| {
+                StoreError::Corrupt(format!("setting {SPEND_THROUGH} is {through:?}"))
+            })?;
+            if through >= newest {
+                return Ok(());
+            }
+            sqlx::query(
+                "INSERT INTO spend_daily (subject, day, cost_micros) \
+                 SELECT subject, day, SUM(cost) FROM ( \
+                   SELECT 'key:' || key_id AS subject, ts / 86400000 AS day, cost_micros AS cost \
+                     FROM usage_records WHERE id > ?1 AND key_id IS NOT NULL AND cost_micros > 0 \
+                   UNION ALL SELECT 'user:' || user_id, ts / 86400000, cost_micros \
+                     FROM usage_records WHERE id > ?1 AND user_id IS NOT NULL AND cost_micros > 0 \
+                   UNION ALL SELECT 'team:' || team_id, ts / 86400000, cost_micros \
+                     FROM usage_records WHERE id > ?1 AND team_id IS NOT NULL AND cost_micros > 0 \
+                   UNION ALL SELECT 'anonymous', ts / 86400000, cost_micros \
+                     FROM usage_records WHERE id > ?1 AND key_id IS NULL AND user_id IS NULL AND cost_micros > 0 \
+                 ) WHERE true GROUP BY subject, day \
+                 ON CONFLICT (subject, day) DO UPDATE SET cost_micros = cost_micros + excluded.cost_micros",
+            )
+            .bind(through)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            tracing::info!(
+                from_id = through + 1,
+                to_id = newest,
+                "added the spend of usage records the last run had not flushed to spend_daily"
+            );
+        }
+        set_spend_through(&mut tx, newest).await?;
+        tx.commit().await.map_err(unavailable)
     }
 
     async fn write_key(
@@ -413,6 +597,13 @@ impl Store for SqliteStore {
         if records.is_empty() {
             return Ok(());
         }
+        let _one_writer = self.spend.writes.lock().await;
+        let batch = daily_spend(records);
+        let flush = {
+            let pending = self.spend.lock();
+            (pending.due() || pending.entries + batch.len() >= SPEND_PENDING_MAX)
+                .then(|| pending.with(&batch))
+        };
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let mut rest = records;
         while !rest.is_empty() {
@@ -425,8 +616,15 @@ impl Store for SqliteStore {
             q.execute(&mut *tx).await.map_err(unavailable)?;
             rest = tail;
         }
-        // The batch's spend per subject and day, in the same transaction.
-        let spend = daily_spend(records);
+        let Some(spend) = flush else {
+            // The batch's spend waits in memory (see SPEND_FLUSH_EVERY); a
+            // crash before the next flush is caught up from the ledger.
+            tx.commit().await.map_err(unavailable)?;
+            self.spend.lock().add(&batch);
+            return Ok(());
+        };
+        // Everything pending and this batch, with the mark of the newest
+        // record it covers, in the batch's own transaction.
         let mut rest = spend.as_slice();
         while !rest.is_empty() {
             let (sql, rows) = spend_upsert(rest.len());
@@ -438,7 +636,16 @@ impl Store for SqliteStore {
             q.execute(&mut *tx).await.map_err(unavailable)?;
             rest = tail;
         }
-        tx.commit().await.map_err(unavailable)
+        let newest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM usage_records")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        set_spend_through(&mut tx, newest).await?;
+        tx.commit().await.map_err(unavailable)?;
+        let mut pending = self.spend.lock();
+        pending.add(&batch);
+        pending.subtract(&spend);
+        Ok(())
     }
 
     async fn usage_summary(
@@ -687,6 +894,9 @@ impl Store for SqliteStore {
 
     async fn spend_since(&self, bucket: &str, since_ms: i64) -> Result<i64, StoreError> {
         if since_ms.rem_euclid(DAY_MS) == 0 {
+            // Between ledger writes, so the table and the pending spend are
+            // read at one point (a flush moves spend from one to the other).
+            let _between_writes = self.spend.writes.lock().await;
             let row = sqlx::query(
                 "SELECT COALESCE(SUM(cost_micros), 0) AS spent FROM spend_daily WHERE subject = ? AND day >= ?",
             )
@@ -695,9 +905,11 @@ impl Store for SqliteStore {
             .fetch_one(&self.pool)
             .await
             .map_err(unavailable)?;
-            return row
+            let stored: i64 = row
                 .try_get("spent")
-                .map_err(|e| StoreError::Corrupt(e.to_string()));
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let pending = self.spend.lock().since(bucket, since_ms / DAY_MS);
+            return Ok(stored.saturating_add(pending));
         }
         // Not at a UTC midnight (budget periods always are): from the ledger itself.
         let (sql, value) = match bucket.split_once(':') {
@@ -828,6 +1040,96 @@ mod tests {
             }
         }
         assert!(store.spend_since("team:red", 0).await.unwrap() > 0);
+    }
+
+    fn priced(i: i64, key: &str) -> UsageRecord {
+        UsageRecord {
+            ts: 20 * DAY_MS + i,
+            request_id: format!("p{key}{i}"),
+            key_id: Some(key.to_owned()),
+            team: Some("blue".to_owned()),
+            method: "POST".into(),
+            status: 200,
+            cost_micros: Some(1_000),
+            ..UsageRecord::default()
+        }
+    }
+
+    async fn stored_spend(store: &SqliteStore, subject: &str) -> i64 {
+        sqlx::query_scalar(
+            "SELECT COALESCE(SUM(cost_micros), 0) FROM spend_daily WHERE subject = ?",
+        )
+        .bind(subject)
+        .fetch_one(&store.pool)
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn spend_waiting_in_memory_counts_and_is_flushed_with_a_later_batch() {
+        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+        store.insert_usage(&[priced(1, "k1")]).await.unwrap();
+        store
+            .insert_usage(&[priced(2, "k1"), priced(3, "k2")])
+            .await
+            .unwrap();
+        // Not yet in the table, but a budget sees all of it.
+        assert_eq!(stored_spend(&store, "team:blue").await, 0);
+        assert_eq!(
+            store.spend_since("team:blue", 20 * DAY_MS).await.unwrap(),
+            3_000
+        );
+        assert_eq!(store.spend_since("key:k1", 0).await.unwrap(), 2_000);
+        assert_eq!(store.spend_since("key:k1", 21 * DAY_MS).await.unwrap(), 0);
+        // Once due, the next batch writes everything pending with itself.
+        store.spend.lock().oldest = Some(Instant::now() - SPEND_FLUSH_EVERY);
+        store.insert_usage(&[priced(4, "k2")]).await.unwrap();
+        assert_eq!(stored_spend(&store, "team:blue").await, 4_000);
+        assert_eq!(stored_spend(&store, "key:k2").await, 2_000);
+        assert_eq!(store.spend.lock().entries, 0);
+        assert_eq!(
+            store.spend_since("team:blue", 20 * DAY_MS).await.unwrap(),
+            4_000
+        );
+        let mark: String = sqlx::query_scalar("SELECT value FROM settings WHERE name = ?")
+            .bind(SPEND_THROUGH)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(mark, "4");
+    }
+
+    #[tokio::test]
+    async fn spend_a_stopped_run_had_not_flushed_is_caught_up_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        {
+            let store = SqliteStore::open(&url).await.unwrap();
+            store.spend.lock().oldest = Some(Instant::now() - SPEND_FLUSH_EVERY);
+            store.insert_usage(&[priced(1, "k1")]).await.unwrap();
+            // These two stay in memory and die with the process.
+            store.insert_usage(&[priced(2, "k1")]).await.unwrap();
+            store
+                .insert_usage(&[UsageRecord {
+                    user: Some("ann".into()),
+                    key_id: None,
+                    team: None,
+                    ..priced(3, "")
+                }])
+                .await
+                .unwrap();
+            assert_eq!(stored_spend(&store, "key:k1").await, 1_000);
+            store.pool.close().await;
+        }
+        let store = SqliteStore::open(&url).await.unwrap();
+        assert_eq!(stored_spend(&store, "key:k1").await, 2_000);
+        assert_eq!(stored_spend(&store, "team:blue").await, 2_000);
+        assert_eq!(stored_spend(&store, "user:ann").await, 1_000);
+        assert_eq!(store.spend_since("key:k1", 0).await.unwrap(), 2_000);
+        // Caught up once: opening again adds nothing.
+        store.pool.close().await;
+        let store = SqliteStore::open(&url).await.unwrap();
+        assert_eq!(stored_spend(&store, "team:blue").await, 2_000);
     }
 
     #[tokio::test]
