@@ -55,19 +55,23 @@ struct Pending {
 }
 
 impl Pending {
-    fn add(&mut self, spend: &[(String, i64, i64)]) {
+    fn add(&mut self, spend: Vec<(String, i64, i64)>) {
+        if !spend.is_empty() {
+            self.oldest.get_or_insert_with(Instant::now);
+        }
         for (subject, day, cost) in spend {
-            let days = self.by_subject.entry(subject.clone()).or_default();
-            match days.iter_mut().find(|(d, _)| d == day) {
-                Some((_, c)) => *c = c.saturating_add(*cost),
+            // The subject's string moves in when it is new; no copy per batch.
+            let days = match self.by_subject.get_mut(subject.as_str()) {
+                Some(days) => days,
+                None => self.by_subject.entry(subject).or_default(),
+            };
+            match days.iter_mut().find(|(d, _)| *d == day) {
+                Some((_, c)) => *c = c.saturating_add(cost),
                 None => {
-                    days.push((*day, *cost));
+                    days.push((day, cost));
                     self.entries += 1;
                 }
             }
-        }
-        if !spend.is_empty() {
-            self.oldest.get_or_insert_with(Instant::now);
         }
     }
 
@@ -84,7 +88,7 @@ impl Pending {
         for (subject, days) in &self.by_subject {
             all.by_subject.insert(subject.clone(), days.clone());
         }
-        all.add(batch);
+        all.add(batch.to_vec());
         all.by_subject
             .into_iter()
             .flat_map(|(s, days)| days.into_iter().map(move |(d, c)| (s.clone(), d, c)))
@@ -620,7 +624,7 @@ impl Store for SqliteStore {
             // The batch's spend waits in memory (see SPEND_FLUSH_EVERY); a
             // crash before the next flush is caught up from the ledger.
             tx.commit().await.map_err(unavailable)?;
-            self.spend.lock().add(&batch);
+            self.spend.lock().add(batch);
             return Ok(());
         };
         // Everything pending and this batch, with the mark of the newest
@@ -643,7 +647,7 @@ impl Store for SqliteStore {
         set_spend_through(&mut tx, newest).await?;
         tx.commit().await.map_err(unavailable)?;
         let mut pending = self.spend.lock();
-        pending.add(&batch);
+        pending.add(batch);
         pending.subtract(&spend);
         Ok(())
     }
