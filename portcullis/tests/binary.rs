@@ -403,6 +403,17 @@ async fn serve_logs_plain_text_to_files_and_names_a_busy_address() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_a_stream_finish_then_flushes_its_usage_record() {
+    sigterm_lets_a_stream_finish("2").await;
+}
+
+/// One worker thread runs Tokio's current-thread scheduler: the same serving,
+/// streaming, signal handling, drain and ledger flush on that one thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_stream_finish_on_the_one_thread_scheduler() {
+    sigterm_lets_a_stream_finish("1").await;
+}
+
+async fn sigterm_lets_a_stream_finish(threads: &str) {
     let dir = tempfile::tempdir().unwrap();
     let (_mock, base) = mock_provider(dir.path(), &["--chunk-delay-ms", "100"]).await;
     let db = dir.path().join("portcullis.db");
@@ -411,11 +422,18 @@ async fn sigterm_lets_a_stream_finish_then_flushes_its_usage_record() {
         "gw.yaml",
         &procs::config_yaml(&db, &base, "[gpt-4o-mini]", true),
     );
-    let env = [
+    let mut env = vec![
         ("PORTCULLIS_MASTER_KEY", MASTER),
         ("TEST_PROVIDER_KEY", PROVIDER_KEY),
     ];
+    env.push(("PORTCULLIS_WORKER_THREADS", threads));
     let mut gw = serve("gateway", dir.path(), dir.path(), &["--config", &cfg], &env).await;
+    let scheduler = if threads == "1" {
+        "scheduler=\"current_thread\" workers=1"
+    } else {
+        "scheduler=\"multi_thread\" workers=2"
+    };
+    assert!(gw.proc.stderr().contains(scheduler), "{}", gw.proc.stderr());
     let (key_id, key) = create_key(&gw.url, MASTER, json!({"user": "u1"})).await;
 
     let mut body = chat("gpt-4o-mini");
