@@ -43,7 +43,8 @@ const SPEND_THROUGH: &str = "spend_daily_through_id";
 struct PendingSpend {
     state: Mutex<Pending>,
     /// One ledger write at a time, so the flushed snapshot and the
-    /// `spend_daily_through_id` mark written with it always agree.
+    /// `spend_daily_through_id` mark written with it always agree. Readers
+    /// never take it.
     writes: tokio::sync::Mutex<()>,
 }
 
@@ -52,6 +53,9 @@ struct Pending {
     by_subject: HashMap<String, Vec<(i64, i64)>>,
     entries: usize,
     oldest: Option<Instant>,
+    /// Two steps per flush: odd from just before its commit until what it
+    /// wrote has left `by_subject` (see [`Store::spend_since`]).
+    generation: u64,
 }
 
 impl Pending {
@@ -645,11 +649,16 @@ impl Store for SqliteStore {
             .await
             .map_err(unavailable)?;
         set_spend_through(&mut tx, newest).await?;
-        tx.commit().await.map_err(unavailable)?;
+        // Odd while the flushed spend may be in the table and still pending.
+        self.spend.lock().generation += 1;
+        let committed = tx.commit().await;
         let mut pending = self.spend.lock();
-        pending.add(batch);
-        pending.subtract(&spend);
-        Ok(())
+        if committed.is_ok() {
+            pending.add(batch);
+            pending.subtract(&spend);
+        }
+        pending.generation += 1;
+        committed.map_err(unavailable)
     }
 
     async fn usage_summary(
@@ -898,22 +907,32 @@ impl Store for SqliteStore {
 
     async fn spend_since(&self, bucket: &str, since_ms: i64) -> Result<i64, StoreError> {
         if since_ms.rem_euclid(DAY_MS) == 0 {
-            // Between ledger writes, so the table and the pending spend are
-            // read at one point (a flush moves spend from one to the other).
-            let _between_writes = self.spend.writes.lock().await;
-            let row = sqlx::query(
-                "SELECT COALESCE(SUM(cost_micros), 0) AS spent FROM spend_daily WHERE subject = ? AND day >= ?",
-            )
-            .bind(bucket)
-            .bind(since_ms / DAY_MS)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(unavailable)?;
-            let stored: i64 = row
-                .try_get("spent")
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let pending = self.spend.lock().since(bucket, since_ms / DAY_MS);
-            return Ok(stored.saturating_add(pending));
+            // The table and the pending spend as of one moment: a flush moves
+            // spend from one to the other at its commit, so a read that
+            // overlapped a commit (the generation moved, or is odd) is redone.
+            // Never waits for a flush's upserts, only for its commit.
+            let day = since_ms / DAY_MS;
+            loop {
+                let (before, pending) = {
+                    let p = self.spend.lock();
+                    (p.generation, p.since(bucket, day))
+                };
+                if before % 2 == 1 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
+                }
+                let stored: i64 = sqlx::query_scalar(
+                    "SELECT COALESCE(SUM(cost_micros), 0) FROM spend_daily WHERE subject = ? AND day >= ?",
+                )
+                .bind(bucket)
+                .bind(day)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(unavailable)?;
+                if self.spend.lock().generation == before {
+                    return Ok(stored.saturating_add(pending));
+                }
+            }
         }
         // Not at a UTC midnight (budget periods always are): from the ledger itself.
         let (sql, value) = match bucket.split_once(':') {
@@ -1101,6 +1120,41 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(mark, "4");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_budget_read_during_flushes_never_counts_spend_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Arc::new(SqliteStore::open(&url).await.unwrap());
+        let started = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let writer = {
+            let (store, started) = (store.clone(), started.clone());
+            tokio::spawn(async move {
+                for i in 0..120i64 {
+                    if i % 3 == 0 {
+                        // Every third batch flushes everything pending.
+                        store.spend.lock().oldest = Some(Instant::now() - SPEND_FLUSH_EVERY);
+                    }
+                    let batch: Vec<_> = (0..20).map(|j| priced(i * 100 + j, "k1")).collect();
+                    started.fetch_add(20_000, std::sync::atomic::Ordering::SeqCst);
+                    store.insert_usage(&batch).await.unwrap();
+                }
+            })
+        };
+        let mut last = 0;
+        while !writer.is_finished() {
+            let seen = store.spend_since("team:blue", 20 * DAY_MS).await.unwrap();
+            let upper = started.load(std::sync::atomic::Ordering::SeqCst);
+            assert!(seen <= upper, "counted twice: {seen} > {upper}");
+            assert!(seen >= last, "went back: {seen} < {last}");
+            last = seen;
+        }
+        writer.await.unwrap();
+        assert_eq!(
+            store.spend_since("team:blue", 20 * DAY_MS).await.unwrap(),
+            120 * 20_000
+        );
     }
 
     #[tokio::test]
