@@ -79,8 +79,10 @@ impl Pending {
         }
     }
 
-    fn due(&self) -> bool {
-        self.entries >= SPEND_PENDING_MAX
+    /// True when what is pending, with `adding` more subject-days, should be
+    /// flushed now.
+    fn due(&self, adding: usize) -> bool {
+        self.entries + adding >= SPEND_PENDING_MAX
             || self
                 .oldest
                 .is_some_and(|t| t.elapsed() >= SPEND_FLUSH_EVERY)
@@ -88,10 +90,10 @@ impl Pending {
 
     /// Everything pending plus `batch`, one row per subject and day.
     fn with(&self, batch: &[(String, i64, i64)]) -> Vec<(String, i64, i64)> {
-        let mut all = Pending::default();
-        for (subject, days) in &self.by_subject {
-            all.by_subject.insert(subject.clone(), days.clone());
-        }
+        let mut all = Pending {
+            by_subject: self.by_subject.clone(),
+            ..Pending::default()
+        };
         all.add(batch.to_vec());
         all.by_subject
             .into_iter()
@@ -341,6 +343,25 @@ fn spend_upsert(n: usize) -> (&'static str, usize) {
     chunk_of(&SQL, n)
 }
 
+/// Adds `spend` (subject, UTC day, micro-dollars) to `spend_daily`.
+async fn add_spend(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    spend: &[(String, i64, i64)],
+) -> Result<(), StoreError> {
+    let mut rest = spend;
+    while !rest.is_empty() {
+        let (sql, rows) = spend_upsert(rest.len());
+        let (chunk, tail) = rest.split_at(rows.clamp(1, rest.len()));
+        let mut q = sqlx::query(sql);
+        for (subject, day, cost) in chunk {
+            q = q.bind(subject.as_str()).bind(*day).bind(*cost);
+        }
+        q.execute(&mut **tx).await.map_err(unavailable)?;
+        rest = tail;
+    }
+    Ok(())
+}
+
 /// Sets the `spend_daily` mark (see [`SPEND_THROUGH`]).
 async fn set_spend_through(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
@@ -416,24 +437,30 @@ impl SqliteStore {
             if through >= newest {
                 return Ok(());
             }
-            sqlx::query(
-                "INSERT INTO spend_daily (subject, day, cost_micros) \
-                 SELECT subject, day, SUM(cost) FROM ( \
-                   SELECT 'key:' || key_id AS subject, ts / 86400000 AS day, cost_micros AS cost \
-                     FROM usage_records WHERE id > ?1 AND key_id IS NOT NULL AND cost_micros > 0 \
-                   UNION ALL SELECT 'user:' || user_id, ts / 86400000, cost_micros \
-                     FROM usage_records WHERE id > ?1 AND user_id IS NOT NULL AND cost_micros > 0 \
-                   UNION ALL SELECT 'team:' || team_id, ts / 86400000, cost_micros \
-                     FROM usage_records WHERE id > ?1 AND team_id IS NOT NULL AND cost_micros > 0 \
-                   UNION ALL SELECT 'anonymous', ts / 86400000, cost_micros \
-                     FROM usage_records WHERE id > ?1 AND key_id IS NULL AND user_id IS NULL AND cost_micros > 0 \
-                 ) WHERE true GROUP BY subject, day \
-                 ON CONFLICT (subject, day) DO UPDATE SET cost_micros = cost_micros + excluded.cost_micros",
+            // The records' spend as the ledger batch computes it (same subjects).
+            let rows = sqlx::query(
+                "SELECT ts, key_id, user_id, team_id, cost_micros FROM usage_records \
+                 WHERE id > ? AND cost_micros > 0",
             )
             .bind(through)
-            .execute(&mut *tx)
+            .fetch_all(&mut *tx)
             .await
             .map_err(unavailable)?;
+            let c = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+            let records = rows
+                .iter()
+                .map(|r| {
+                    Ok(UsageRecord {
+                        ts: r.try_get("ts").map_err(c)?,
+                        key_id: r.try_get("key_id").map_err(c)?,
+                        user: r.try_get("user_id").map_err(c)?,
+                        team: r.try_get("team_id").map_err(c)?,
+                        cost_micros: r.try_get("cost_micros").map_err(c)?,
+                        ..UsageRecord::default()
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            add_spend(&mut tx, &daily_spend(&records)).await?;
             tracing::info!(
                 from_id = through + 1,
                 to_id = newest,
@@ -609,8 +636,7 @@ impl Store for SqliteStore {
         let batch = daily_spend(records);
         let flush = {
             let pending = self.spend.lock();
-            (pending.due() || pending.entries + batch.len() >= SPEND_PENDING_MAX)
-                .then(|| pending.with(&batch))
+            pending.due(batch.len()).then(|| pending.with(&batch))
         };
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let mut rest = records;
@@ -633,17 +659,7 @@ impl Store for SqliteStore {
         };
         // Everything pending and this batch, with the mark of the newest
         // record it covers, in the batch's own transaction.
-        let mut rest = spend.as_slice();
-        while !rest.is_empty() {
-            let (sql, rows) = spend_upsert(rest.len());
-            let (chunk, tail) = rest.split_at(rows.clamp(1, rest.len()));
-            let mut q = sqlx::query(sql);
-            for (subject, day, cost) in chunk {
-                q = q.bind(subject.as_str()).bind(*day).bind(*cost);
-            }
-            q.execute(&mut *tx).await.map_err(unavailable)?;
-            rest = tail;
-        }
+        add_spend(&mut tx, &spend).await?;
         let newest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM usage_records")
             .fetch_one(&mut *tx)
             .await
