@@ -438,27 +438,13 @@ impl SqliteStore {
                 return Ok(());
             }
             // The records' spend as the ledger batch computes it (same subjects).
-            let rows = sqlx::query(
-                "SELECT ts, key_id, user_id, team_id, cost_micros FROM usage_records \
-                 WHERE id > ? AND cost_micros > 0",
-            )
-            .bind(through)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-            let c = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
-            let records = rows
+            let records = sqlx::query(&format!("{USAGE_SELECT} WHERE id > ? AND cost_micros > 0"))
+                .bind(through)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(unavailable)?
                 .iter()
-                .map(|r| {
-                    Ok(UsageRecord {
-                        ts: r.try_get("ts").map_err(c)?,
-                        key_id: r.try_get("key_id").map_err(c)?,
-                        user: r.try_get("user_id").map_err(c)?,
-                        team: r.try_get("team_id").map_err(c)?,
-                        cost_micros: r.try_get("cost_micros").map_err(c)?,
-                        ..UsageRecord::default()
-                    })
-                })
+                .map(usage_from_row)
                 .collect::<Result<Vec<_>, StoreError>>()?;
             add_spend(&mut tx, &daily_spend(&records)).await?;
             tracing::info!(
@@ -970,41 +956,42 @@ impl Store for SqliteStore {
     }
 
     async fn usage_by_request(&self, request_id: &str) -> Result<Vec<UsageRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT ts, request_id, key_id, user_id, team_id, provider, model, endpoint, method, status, \
-             prompt_tokens, completion_tokens, latency_ms, ttfb_ms, error_code, cost_micros FROM usage_records WHERE request_id = ? ORDER BY id",
-        )
-        .bind(request_id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        rows.iter()
-            .map(|r| {
-                let c = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
-                let opt_u64 = |v: Option<i64>| v.map(|v| u64::try_from(v).unwrap_or(0));
-                let status: i64 = r.try_get("status").map_err(c)?;
-                let latency: i64 = r.try_get("latency_ms").map_err(c)?;
-                Ok(UsageRecord {
-                    ts: r.try_get("ts").map_err(c)?,
-                    request_id: r.try_get("request_id").map_err(c)?,
-                    key_id: r.try_get("key_id").map_err(c)?,
-                    user: r.try_get("user_id").map_err(c)?,
-                    team: r.try_get("team_id").map_err(c)?,
-                    provider: r.try_get("provider").map_err(c)?,
-                    model: r.try_get("model").map_err(c)?,
-                    endpoint: r.try_get("endpoint").map_err(c)?,
-                    method: r.try_get("method").map_err(c)?,
-                    status: u16::try_from(status).unwrap_or(0),
-                    prompt_tokens: opt_u64(r.try_get("prompt_tokens").map_err(c)?),
-                    completion_tokens: opt_u64(r.try_get("completion_tokens").map_err(c)?),
-                    latency_ms: u64::try_from(latency).unwrap_or(0),
-                    ttfb_ms: opt_u64(r.try_get("ttfb_ms").map_err(c)?),
-                    error_code: r.try_get("error_code").map_err(c)?,
-                    cost_micros: r.try_get("cost_micros").map_err(c)?,
-                })
-            })
-            .collect()
+        let rows = sqlx::query(&format!("{USAGE_SELECT} WHERE request_id = ? ORDER BY id"))
+            .bind(request_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(usage_from_row).collect()
     }
+}
+
+/// The ledger's columns as [`usage_from_row`] reads them.
+const USAGE_SELECT: &str = "SELECT ts, request_id, key_id, user_id, team_id, provider, model, endpoint, method, \
+     status, prompt_tokens, completion_tokens, latency_ms, ttfb_ms, error_code, cost_micros FROM usage_records";
+
+fn usage_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<UsageRecord, StoreError> {
+    let c = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+    let opt_u64 = |v: Option<i64>| v.map(|v| u64::try_from(v).unwrap_or(0));
+    let status: i64 = r.try_get("status").map_err(c)?;
+    let latency: i64 = r.try_get("latency_ms").map_err(c)?;
+    Ok(UsageRecord {
+        ts: r.try_get("ts").map_err(c)?,
+        request_id: r.try_get("request_id").map_err(c)?,
+        key_id: r.try_get("key_id").map_err(c)?,
+        user: r.try_get("user_id").map_err(c)?,
+        team: r.try_get("team_id").map_err(c)?,
+        provider: r.try_get("provider").map_err(c)?,
+        model: r.try_get("model").map_err(c)?,
+        endpoint: r.try_get("endpoint").map_err(c)?,
+        method: r.try_get("method").map_err(c)?,
+        status: u16::try_from(status).unwrap_or(0),
+        prompt_tokens: opt_u64(r.try_get("prompt_tokens").map_err(c)?),
+        completion_tokens: opt_u64(r.try_get("completion_tokens").map_err(c)?),
+        latency_ms: u64::try_from(latency).unwrap_or(0),
+        ttfb_ms: opt_u64(r.try_get("ttfb_ms").map_err(c)?),
+        error_code: r.try_get("error_code").map_err(c)?,
+        cost_micros: r.try_get("cost_micros").map_err(c)?,
+    })
 }
 
 #[cfg(test)]
