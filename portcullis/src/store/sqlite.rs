@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures_util::TryStreamExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
@@ -437,16 +438,29 @@ impl SqliteStore {
             if through >= newest {
                 return Ok(());
             }
-            // The records' spend as the ledger batch computes it (same subjects).
-            let records = sqlx::query(&format!("{USAGE_SELECT} WHERE id > ? AND cost_micros > 0"))
-                .bind(through)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(unavailable)?
-                .iter()
-                .map(usage_from_row)
-                .collect::<Result<Vec<_>, StoreError>>()?;
-            add_spend(&mut tx, &daily_spend(&records)).await?;
+            // The records' spend as the ledger batch computes it (same
+            // subjects), read as a stream a thousand rows at a time: memory
+            // holds one sum per subject and day, not the rows.
+            let mut sums = Pending::default();
+            {
+                let sql = format!("{USAGE_SELECT} WHERE id > ? AND cost_micros > 0");
+                let mut rows = sqlx::query(&sql).bind(through).fetch(&mut *tx);
+                let mut chunk = Vec::with_capacity(1000);
+                loop {
+                    let row = rows.try_next().await.map_err(unavailable)?;
+                    if let Some(r) = &row {
+                        chunk.push(usage_from_row(r)?);
+                    }
+                    if chunk.len() == 1000 || (row.is_none() && !chunk.is_empty()) {
+                        sums.add(daily_spend(&chunk));
+                        chunk.clear();
+                    }
+                    if row.is_none() {
+                        break;
+                    }
+                }
+            }
+            add_spend(&mut tx, &sums.with(&[])).await?;
             tracing::info!(
                 from_id = through + 1,
                 to_id = newest,
