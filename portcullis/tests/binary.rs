@@ -502,6 +502,36 @@ async fn sigterm_lets_a_stream_finish(threads: &str) {
         gw.proc.output()
     );
 
+    // The shutdown flushed the daily spend too: the file holds it, marked up
+    // to the last ledger row, before any open could catch it up.
+    {
+        let file = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        let spend: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(cost_micros), 0) FROM spend_daily WHERE subject = ?",
+        )
+        .bind(format!("key:{key_id}"))
+        .fetch_one(&file)
+        .await
+        .unwrap();
+        let (ledger, last): (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(cost_micros), 0), MAX(id) FROM usage_records WHERE key_id = ?",
+        )
+        .bind(&key_id)
+        .fetch_one(&file)
+        .await
+        .unwrap();
+        assert!(ledger > 0, "the streamed request was not priced");
+        assert_eq!(spend, ledger, "daily spend not flushed at shutdown");
+        let mark: String =
+            sqlx::query_scalar("SELECT value FROM settings WHERE name = 'spend_daily_through_id'")
+                .fetch_one(&file)
+                .await
+                .unwrap();
+        assert_eq!(mark, last.to_string());
+        file.close().await;
+    }
     let store = portcullis::store::open(&format!("sqlite://{}", db.display()))
         .await
         .unwrap();

@@ -165,6 +165,9 @@ impl Writer {
         if !self.pending.is_empty() {
             self.spill_pending();
         }
+        if let Err(e) = self.store.flush().await {
+            tracing::warn!(error = %e, "could not flush the store at shutdown; the next start catches up from the ledger");
+        }
     }
 
     fn take_overflow(&mut self) {

@@ -349,6 +349,12 @@ pub trait Store: Send + Sync + 'static {
     async fn put_setting_if_absent(&self, name: &str, value: &str) -> Result<bool, StoreError>;
     /// Appends ledger records in one transaction.
     async fn insert_usage(&self, records: &[UsageRecord]) -> Result<(), StoreError>;
+    /// Writes out whatever the store holds in memory for later (the SQLite
+    /// store's pending daily spend), so a clean restart has nothing to catch
+    /// up. Called once the ledger's last batch is in, at shutdown.
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Sums the ledger by `group` over `[since, until)` (epoch ms); with
     /// `team`, only that team's requests.
     async fn usage_summary(

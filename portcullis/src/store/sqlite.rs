@@ -381,6 +381,33 @@ async fn set_spend_through(
 }
 
 impl SqliteStore {
+    /// Adds `spend` (everything pending plus `batch`, the spend of the
+    /// records `tx` inserted) to `spend_daily`, with the mark of the newest
+    /// record it covers, and commits `tx`. The caller holds `spend.writes`.
+    async fn commit_spend(
+        &self,
+        mut tx: sqlx::Transaction<'_, sqlx::Sqlite>,
+        spend: &[(String, i64, i64)],
+        batch: Vec<(String, i64, i64)>,
+    ) -> Result<(), StoreError> {
+        add_spend(&mut tx, spend).await?;
+        let newest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM usage_records")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        set_spend_through(&mut tx, newest).await?;
+        // Odd while the flushed spend may be in the table and still pending.
+        self.spend.lock().generation += 1;
+        let committed = tx.commit().await;
+        let mut pending = self.spend.lock();
+        if committed.is_ok() {
+            pending.add(batch);
+            pending.subtract(spend);
+        }
+        pending.generation += 1;
+        committed.map_err(unavailable)
+    }
+
     /// Opens (creating if needed) the database at `url` and migrates it.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let memory = url.contains(":memory:") || url.contains("mode=memory");
@@ -657,24 +684,20 @@ impl Store for SqliteStore {
             self.spend.lock().add(batch);
             return Ok(());
         };
-        // Everything pending and this batch, with the mark of the newest
-        // record it covers, in the batch's own transaction.
-        add_spend(&mut tx, &spend).await?;
-        let newest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM usage_records")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        set_spend_through(&mut tx, newest).await?;
-        // Odd while the flushed spend may be in the table and still pending.
-        self.spend.lock().generation += 1;
-        let committed = tx.commit().await;
-        let mut pending = self.spend.lock();
-        if committed.is_ok() {
-            pending.add(batch);
-            pending.subtract(&spend);
-        }
-        pending.generation += 1;
-        committed.map_err(unavailable)
+        self.commit_spend(tx, &spend, batch).await
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        let _one_writer = self.spend.writes.lock().await;
+        let spend = {
+            let pending = self.spend.lock();
+            if pending.entries == 0 {
+                return Ok(());
+            }
+            pending.with(&[])
+        };
+        let tx = self.pool.begin().await.map_err(unavailable)?;
+        self.commit_spend(tx, &spend, Vec::new()).await
     }
 
     async fn usage_summary(
@@ -1137,6 +1160,32 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(mark, "4");
+    }
+
+    #[tokio::test]
+    async fn flush_writes_the_pending_spend_and_its_mark() {
+        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+        let mark = || async { store.get_setting(SPEND_THROUGH).await.unwrap() };
+        store.flush().await.unwrap(); // nothing pending: nothing written
+        assert_eq!(mark().await.as_deref(), Some("0"));
+        store
+            .insert_usage(&[priced(1, "k1"), priced(2, "k2")])
+            .await
+            .unwrap();
+        assert_eq!(stored_spend(&store, "team:blue").await, 0);
+        store.flush().await.unwrap();
+        assert_eq!(stored_spend(&store, "team:blue").await, 2_000);
+        assert_eq!(stored_spend(&store, "key:k1").await, 1_000);
+        assert_eq!(store.spend.lock().entries, 0);
+        assert_eq!(store.spend.lock().generation % 2, 0);
+        assert_eq!(mark().await.as_deref(), Some("2"));
+        assert_eq!(
+            store.spend_since("team:blue", 20 * DAY_MS).await.unwrap(),
+            2_000
+        );
+        // A second flush has nothing to add.
+        store.flush().await.unwrap();
+        assert_eq!(stored_spend(&store, "team:blue").await, 2_000);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
