@@ -53,9 +53,11 @@ fn from_json_at(bytes: &[u8], nesting: usize) -> Option<Usage> {
     const MAX_NESTING: usize = 4;
     let [usage, response] = top_level(bytes, [b"usage", b"response"])?;
     let parsed = usage.and_then(|v| {
-        Option::<Usage>::deserialize(&mut serde_json::Deserializer::from_slice(v))
-            .ok()
-            .flatten()
+        plain_usage(v).unwrap_or_else(|| {
+            Option::<Usage>::deserialize(&mut serde_json::Deserializer::from_slice(v))
+                .ok()
+                .flatten()
+        })
     });
     parsed.or_else(|| {
         response
@@ -127,6 +129,110 @@ fn top_level<'a, const N: usize>(doc: &'a [u8], keys: [&[u8]; N]) -> Option<[Opt
         }
     }
     Some(found)
+}
+
+/// The usage object at the start of `v` read without serde, when it has the
+/// plain shape every provider sends: each count a non-negative integer or
+/// `null`, no field under both of its names. `None` when it has not: serde
+/// then decides. The answers agree, except that a field repeated under the
+/// same name (which serde refuses whole) counts its first value here. Every
+/// response carries a usage object, and deserializing it was most of the
+/// cost of reading usage.
+fn plain_usage(v: &[u8]) -> Option<Option<Usage>> {
+    if literal_null(v) {
+        return Some(None);
+    }
+    // Only a whole object: serde refuses one cut short.
+    let v = &v[..object_len(v)?];
+    let [
+        prompt,
+        input,
+        completion,
+        output,
+        prompt_details,
+        input_details,
+    ] = top_level(
+        v,
+        [
+            b"prompt_tokens",
+            b"input_tokens",
+            b"completion_tokens",
+            b"output_tokens",
+            b"prompt_tokens_details",
+            b"input_tokens_details",
+        ],
+    )?;
+    fn one<'a>(a: Option<&'a [u8]>, b: Option<&'a [u8]>) -> Option<Option<&'a [u8]>> {
+        match (a, b) {
+            (Some(_), Some(_)) => None, // serde's duplicate field: let it refuse
+            (a, b) => Some(a.or(b)),
+        }
+    }
+    let cached = match one(prompt_details, input_details)? {
+        None => None,
+        Some(d) if literal_null(d) => None,
+        Some(d) => {
+            let [cached] = top_level(d, [b"cached_tokens"])?;
+            count(cached)?
+        }
+    };
+    Some(Some(Usage {
+        prompt_tokens: count(one(prompt, input)?)?,
+        completion_tokens: count(one(completion, output)?)?,
+        cached_tokens: cached,
+    }))
+}
+
+/// A count at the start of `v`: `Some(None)` for a missing field or `null`,
+/// `Some(Some(n))` for a plain integer, `None` for anything else.
+fn count(v: Option<&[u8]>) -> Option<Option<u64>> {
+    let Some(v) = v else {
+        return Some(None);
+    };
+    if literal_null(v) {
+        return Some(None);
+    }
+    let digits = v.iter().take_while(|b| b.is_ascii_digit()).count();
+    // No leading zero (not JSON), at most 19 digits (fits a u64).
+    if digits == 0 || digits > 19 || (digits > 1 && v[0] == b'0') || !ends_value(v.get(digits)) {
+        return None;
+    }
+    std::str::from_utf8(&v[..digits])
+        .ok()?
+        .parse()
+        .ok()
+        .map(Some)
+}
+
+/// The length of the object or array that starts `v`, through its closing
+/// bracket; `None` when it is not closed.
+fn object_len(v: &[u8]) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < v.len() {
+        match v[i] {
+            b'"' => i = string_end(v, i + 1)?,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+fn literal_null(v: &[u8]) -> bool {
+    v.starts_with(b"null") && ends_value(v.get(4))
+}
+
+/// True when `next` (the byte after a scalar) may follow a value.
+fn ends_value(next: Option<&u8>) -> bool {
+    next.is_none_or(|b| b.is_ascii_whitespace() || matches!(b, b',' | b'}' | b']'))
 }
 
 /// The index of the quote that ends the string whose content starts at `start`.
@@ -454,6 +560,59 @@ mod tests {
             u.map(|u| (u.prompt_tokens, u.cached_tokens)),
             Some((Some(10), None))
         );
+    }
+
+    #[test]
+    fn the_plain_usage_reader_agrees_with_serde() {
+        let serde = |v: &str| {
+            Option::<Usage>::deserialize(&mut serde_json::Deserializer::from_slice(v.as_bytes()))
+                .ok()
+                .flatten()
+        };
+        let shapes = [
+            r#"{"prompt_tokens":4,"completion_tokens":20,"total_tokens":24,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}}"#,
+            r#"{"input_tokens":10,"output_tokens":1,"input_tokens_details":{"cached_tokens":8}}"#,
+            r#"{ "prompt_tokens" : 7 , "completion_tokens" :3 }"#,
+            r#"{"prompt_tokens":null,"completion_tokens":null}"#,
+            r#"{"prompt_tokens":10,"prompt_tokens_details":null}"#,
+            r#"{"prompt_tokens":10,"prompt_tokens_details":{}}"#,
+            r#"{"prompt_tokens":10,"prompt_tokens_details":{"cached_tokens":null}}"#,
+            r#"{}"#,
+            "null",
+            r#"{"prompt_tokens":18446744073709551615}"#,
+            r#"{"prompt_tokens":18446744073709551616}"#,
+            r#"{"prompt_tokens":1234567890123456789}"#,
+            r#"{"prompt_tokens":-1}"#,
+            r#"{"prompt_tokens":4.0}"#,
+            r#"{"prompt_tokens":4e2}"#,
+            r#"{"prompt_tokens":04}"#,
+            r#"{"prompt_tokens":0}"#,
+            r#"{"prompt_tokens":"4"}"#,
+            r#"{"prompt_tokens":true}"#,
+            r#"{"prompt_tokens":nul}"#,
+            r#"{"prompt_tokens":nullx}"#,
+            r#"{"prompt_tokens":1,"input_tokens":2}"#,
+            r#"{"completion_tokens":1,"output_tokens":2}"#,
+            r#"{"prompt_tokens_details":{"cached_tokens":1},"input_tokens_details":{"cached_tokens":2}}"#,
+            r#"{"prompt_tokens_details":{"cached_tokens":1.5}}"#,
+            r#"{"prompt_tokens_details":[1]}"#,
+            r#"{"prompt_tokens_details":3}"#,
+            r#"{"nested":{"prompt_tokens":9},"prompt_tokens":2}"#,
+            r#"{"x":"\"prompt_tokens\":9","prompt_tokens":2}"#,
+            r#"[1,2]"#,
+            "17",
+            r#"{"prompt_tokens":5"#,
+        ];
+        for v in shapes {
+            assert_eq!(
+                plain_usage(v.as_bytes()).unwrap_or_else(|| serde(v)),
+                serde(v),
+                "{v}"
+            );
+        }
+        // The shape every provider sends is read without serde.
+        assert!(plain_usage(shapes[0].as_bytes()).is_some());
+        assert!(plain_usage(shapes[1].as_bytes()).is_some());
     }
 
     #[test]
