@@ -166,7 +166,11 @@ fn new_request_id() -> Arc<str> {
 /// `x-request-id`, named once (a `&str` name is parsed on every lookup).
 const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
-async fn request_id(mut req: Request, next: Next) -> Response {
+/// The one middleware layer around every route: the request id (the
+/// client's or a new one, echoed on every answer), then authentication. One
+/// layer rather than two: each `from_fn` layer boxes and moves the whole
+/// request future once more.
+async fn front(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let id: Arc<str> = match req
         .headers()
         .get(X_REQUEST_ID)
@@ -176,7 +180,7 @@ async fn request_id(mut req: Request, next: Next) -> Response {
         _ => new_request_id(),
     };
     req.extensions_mut().insert(RequestId(id.clone()));
-    let mut resp = next.run(req).await;
+    let mut resp = authn::layer(&state, req, next).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(X_REQUEST_ID, v);
     }
@@ -240,7 +244,6 @@ pub fn admin_router(state: AppState) -> Router {
 fn layered(app: Router<AppState>, state: AppState) -> Router {
     app.fallback(not_found)
         .method_not_allowed_fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), authn::layer))
-        .layer(middleware::from_fn(request_id))
+        .layer(middleware::from_fn_with_state(state.clone(), front))
         .with_state(state)
 }

@@ -1129,7 +1129,7 @@ fn owners_follow_scope_and_fall_back_to_narrower_attributes() {
     let jwt = p(&["user:supabase:8f1c", "team:mobile"]);
     let key = p(&["key:abc", "user:alice", "team:red"]);
     let bare_key = p(&["key:xyz"]);
-    let owner = |c: &OwnershipConfig, p: &Principal| Caller::of(c, p).map(|c| c.owner);
+    let owner = |c: &OwnershipConfig, p: &Principal| Caller::of(c, p).map(|c| c.owner.to_string());
     assert_eq!(
         owner(&cfg(None), &jwt).as_deref(),
         Some("user:supabase:8f1c")
@@ -1154,7 +1154,8 @@ fn owners_follow_scope_and_fall_back_to_narrower_attributes() {
     assert_eq!(owner(&cfg(Some(Scope::Off)), &key), None);
     assert_eq!(owner(&cfg(None), &p(&[])).as_deref(), Some("anonymous"));
     let team = Caller::of(&cfg(Some(Scope::Team)), &key).unwrap();
-    assert_eq!(team.identities, vec!["team:red", "user:alice", "key:abc"]);
+    let names: Vec<&str> = team.identities.iter().map(|i| &**i).collect();
+    assert_eq!(names, ["team:red", "user:alice", "key:abc"]);
     assert!(team.owns("key:abc") && !team.owns("team:blue"));
 }
 

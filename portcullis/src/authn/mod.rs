@@ -28,7 +28,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::HeaderMap;
@@ -664,8 +664,9 @@ fn query_has_credential(q: &str) -> bool {
         .is_ok_and(|pairs| pairs.iter().any(|(n, v)| looks_like(n, v)))
 }
 
-/// The authentication layer around every route.
-pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+/// Authentication around every route: the second half of the gateway's one
+/// middleware layer (see `crate::router`), after the request id is set.
+pub async fn layer(state: &AppState, mut req: Request, next: Next) -> Response {
     let authn = &state.authn;
     if authn.is_public(req.uri().path()) {
         req.extensions_mut().insert(authn.anonymous.clone());

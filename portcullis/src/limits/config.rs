@@ -134,9 +134,32 @@ impl LimitSet {
         .filter_map(|(u, v)| v.map(|v| (u, v)))
     }
 
-    /// True when no unit is set.
+    /// True when no unit is set. (Runs on every request: field checks, not
+    /// [`LimitSet::units`]'s array; the destructuring names every field, so a
+    /// new one cannot be forgotten here.)
     pub fn is_empty(&self) -> bool {
-        self.units().next().is_none()
+        let LimitSet {
+            requests_per_second,
+            requests_per_minute,
+            requests_per_hour,
+            requests_per_day,
+            requests_per_month,
+            tokens_per_minute,
+            tokens_per_hour,
+            tokens_per_day,
+            tokens_per_month,
+            concurrent_requests,
+        } = self;
+        requests_per_second.is_none()
+            && requests_per_minute.is_none()
+            && requests_per_hour.is_none()
+            && requests_per_day.is_none()
+            && requests_per_month.is_none()
+            && tokens_per_minute.is_none()
+            && tokens_per_hour.is_none()
+            && tokens_per_day.is_none()
+            && tokens_per_month.is_none()
+            && concurrent_requests.is_none()
     }
 
     /// Problems with the values, as messages for `at`.

@@ -47,6 +47,7 @@ pub mod list;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -172,9 +173,10 @@ pub fn safety_identifier(salt: &Secret, p: &Principal) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     /// The owner new resources are recorded under.
-    pub owner: String,
-    /// Every owner whose resources the caller may use (`owner` first).
-    pub identities: Vec<String>,
+    pub owner: Arc<str>,
+    /// Every owner whose resources the caller may use (`owner` first): the
+    /// principal's own subject names, shared rather than formatted anew.
+    pub identities: Vec<Arc<str>>,
 }
 
 impl Caller {
@@ -194,16 +196,17 @@ impl Caller {
             None if p.kind() == CredentialKind::Jwt => &[A::User, A::Key],
             None => &[A::Key, A::User],
         };
-        let identities: Vec<String> = chain
+        let identities: Vec<Arc<str>> = chain
             .iter()
             .filter_map(|a| match a {
-                A::Team => p.team().map(|t| format!("team:{t}")),
-                A::User => p.user().map(|u| format!("user:{u}")),
-                A::Key => p.key_id().map(|k| format!("key:{k}")),
+                A::Team => p.team_subject(),
+                A::User => p.user_subject(),
+                A::Key => p.key_subject(),
             })
+            .cloned()
             .collect();
         let identities = if identities.is_empty() {
-            vec!["anonymous".to_owned()]
+            vec![Arc::from("anonymous")]
         } else {
             identities
         };
@@ -215,7 +218,7 @@ impl Caller {
 
     /// True if a resource recorded under `owner` is the caller's.
     pub fn owns(&self, owner: &str) -> bool {
-        self.identities.iter().any(|i| i == owner)
+        self.identities.iter().any(|i| &**i == owner)
     }
 }
 
@@ -226,7 +229,7 @@ impl Caller {
 pub struct Plan {
     active: bool,
     provider: String,
-    owner: String,
+    owner: Arc<str>,
     endpoint: Option<&'static Endpoint>,
     reading: Reading,
     register: bool,
@@ -240,7 +243,7 @@ impl Plan {
         Plan {
             active: false,
             provider: provider.to_owned(),
-            owner: String::new(),
+            owner: Arc::from(""),
             endpoint: None,
             reading: Reading {
                 creates: None,
@@ -389,7 +392,7 @@ pub async fn guard(
     let owner = path_ids
         .last()
         .and_then(|(f, id)| found.get(&(*f, id.clone())))
-        .map_or_else(|| caller.owner.clone(), |r| r.owner.clone());
+        .map_or_else(|| caller.owner.clone(), |r| Arc::from(r.owner.as_str()));
     let parent = path_ids.last().map(|(_, id)| id.clone());
     let list = match list_kind {
         Some(List::Owned(family, filters)) => Some(list::ListPlan::new(
@@ -398,7 +401,7 @@ pub async fn guard(
             endpoint.map_or("", |e| e.path),
             &params,
             &found,
-            caller.identities.clone(),
+            caller.identities.iter().map(|i| i.to_string()).collect(),
         )?),
         _ => None,
     };
@@ -594,7 +597,7 @@ where
                 Sink {
                     store: state.store.clone(),
                     provider: plan.provider.clone(),
-                    owner: plan.owner.clone(),
+                    owner: plan.owner.to_string(),
                     reading: plan.reading.clone(),
                     now_ms: state.clock.now_ms(),
                 },
