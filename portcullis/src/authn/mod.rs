@@ -20,13 +20,14 @@
 pub mod admin;
 pub mod audit;
 pub mod jwt;
+mod key_cache;
 pub mod keys;
 pub mod lockout;
 mod principal;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request};
 use axum::middleware::Next;
@@ -103,34 +104,12 @@ struct StaticEntry {
     principal: Principal,
 }
 
-/// A key's record and the principal built from it once.
-type KeyEntry = Arc<(crate::store::ApiKeyRecord, Principal)>;
-
-/// How long a key read from the store is trusted before it is read again (a
-/// revocation made on another gateway instance takes effect within this).
-const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
-
-/// Keys held in the cache at most (an entry is a few hundred bytes).
-const KEY_CACHE_CAPACITY: usize = 200_000;
-
-/// One lookup in the key cache: the key, or `None` for an id the store does
-/// not know (a negative entry), and when it was read from the store.
-#[derive(Clone)]
-struct CachedKey {
-    entry: Option<KeyEntry>,
-    loaded: Instant,
-}
-
 /// Checks credentials against the key cache, the store and the configuration.
 pub struct Authenticator {
     store: SharedStore,
     clock: SharedClock,
-    /// id → record, or `None` for ids the store does not know (negative
-    /// cache). `quick_cache` rather than `moka` (used for the other caches):
-    /// this lookup runs on every request, and a read here is a hash, a shard
-    /// read lock and a clone, with no read log or deque to maintain; expiry
-    /// is checked on read against [`CachedKey::loaded`].
-    keys: quick_cache::sync::Cache<String, CachedKey>,
+    /// Gateway keys by id, read through from the store in batches.
+    keys: key_cache::KeyCache,
     master_digest: [u8; 32],
     statics: Vec<StaticEntry>,
     disabled: bool,
@@ -174,8 +153,8 @@ impl Authenticator {
             })
             .collect();
         Authenticator {
+            keys: key_cache::KeyCache::new(store.clone()),
             store,
-            keys: quick_cache::sync::Cache::new(KEY_CACHE_CAPACITY),
             master_digest,
             statics,
             disabled: auth.disabled,
@@ -225,7 +204,7 @@ impl Authenticator {
 
     /// Drops a key from the cache so the next request sees the store's state.
     pub fn invalidate(&self, id: &str) {
-        self.keys.remove(id);
+        self.keys.invalidate(id);
     }
 
     /// The lockout, when enabled.
@@ -429,20 +408,19 @@ impl Authenticator {
 
     async fn api_key(&self, token: &str) -> Result<Principal, Refusal> {
         let entry = self.key_entry(token).await?;
-        let (record, principal) = &*entry;
-        if record.admin_role.is_some() {
+        if entry.admin_role().is_some() {
             return Err(Refusal {
                 error: ApiError::InvalidApiKey("an admin key cannot call models"),
                 credential_kind: "api_key",
-                key_id: Some(record.id.clone()),
+                key_id: entry.principal().key_id().map(str::to_owned),
                 issuer: None,
             });
         }
-        Ok(principal.clone())
+        Ok(entry.principal().clone())
     }
 
     /// A valid (known, matching, unrevoked, unexpired) gateway key's cache entry.
-    async fn key_entry(&self, token: &str) -> Result<KeyEntry, Refusal> {
+    async fn key_entry(&self, token: &str) -> Result<key_cache::KeyEntry, Refusal> {
         let refuse = |reason, key_id: Option<&str>| Refusal {
             error: ApiError::InvalidApiKey(reason),
             credential_kind: "api_key",
@@ -453,37 +431,19 @@ impl Authenticator {
             keys::KeyFormatError::Malformed => refuse("malformed key", None),
             keys::KeyFormatError::Checksum => refuse("bad checksum", None),
         })?;
-        let cached = match self.keys.get(id) {
-            Some(hit) if hit.loaded.elapsed() < KEY_CACHE_TTL => hit.entry,
-            _ => {
-                let found = self
-                    .store
-                    .get_key(id)
-                    .await
-                    .map_err(|e| ApiError::StoreUnavailable(e.to_string()))?
-                    .map(|r| {
-                        let p = Principal::api_key(&r);
-                        Arc::new((r, p))
-                    });
-                self.keys.insert(
-                    id.to_owned(),
-                    CachedKey {
-                        entry: found.clone(),
-                        loaded: Instant::now(),
-                    },
-                );
-                found
-            }
-        };
-        let entry = cached.ok_or_else(|| refuse("unknown key", Some(id)))?;
-        let record = &entry.0;
-        if !keys::verify(token, &record.digest) {
+        let entry = self
+            .keys
+            .get(id)
+            .await
+            .map_err(|e| ApiError::StoreUnavailable(e.to_string()))?
+            .ok_or_else(|| refuse("unknown key", Some(id)))?;
+        if !entry.matches(token) {
             return Err(refuse("digest mismatch", Some(id)));
         }
-        if record.revoked_at.is_some() {
+        if entry.revoked() {
             return Err(refuse("revoked key", Some(id)));
         }
-        if record.expires_at.is_some_and(|t| self.clock.now_ms() >= t) {
+        if entry.expired(self.clock.now_ms()) {
             return Err(refuse("expired key", Some(id)));
         }
         Ok(entry)
@@ -527,25 +487,25 @@ impl Authenticator {
                 },
                 ..r
             })?;
-            let record = &entry.0;
+            let key = entry.principal();
+            let id = key.key_id().unwrap_or("");
             let not_admin = |why| Refusal {
                 error: ApiError::AdminUnauthorized(why),
                 credential_kind: "api_key",
-                key_id: Some(record.id.clone()),
+                key_id: Some(id.to_owned()),
                 issuer: None,
             };
-            let role = record
-                .admin_role
-                .as_deref()
+            let role = entry
+                .admin_role()
                 .and_then(AdminRole::parse)
                 .ok_or_else(|| not_admin("a client key cannot open the admin API"))?;
-            if role == AdminRole::TeamAdmin && record.team.is_none() {
+            if role == AdminRole::TeamAdmin && key.team().is_none() {
                 return Err(not_admin("a team_admin key without a team"));
             }
             return Ok(Admin::new(
                 role,
-                record.team.clone(),
-                format!("key:{}", record.id),
+                key.team().map(str::to_owned),
+                format!("key:{id}"),
             ));
         }
         let roles = self.admin.load();

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 pub use sqlite::SqliteStore;
 
 /// A store failure. The pipeline maps every variant to 503 without detail.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database could not be reached or answered with an error.
     #[error("store unavailable: {0}")]
@@ -319,6 +319,15 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
     /// A key by id.
     async fn get_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// The keys of these ids that exist, in no particular order (one read
+    /// for many: the key cache loads its misses in batches).
+    async fn get_keys(&self, ids: &[String]) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            found.extend(self.get_key(id).await?);
+        }
+        Ok(found)
+    }
     /// Keys ordered by id, after `after`, at most `limit`. With `team_scope`,
     /// only that team's client keys (no admin keys): what a team admin sees.
     async fn list_keys(

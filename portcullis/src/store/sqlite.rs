@@ -316,6 +316,23 @@ fn chunk_texts(head: &str, columns: usize, tail: &str) -> Vec<(usize, String)> {
         .collect()
 }
 
+/// The key SELECT by ids for the largest chunk size that fits `n` ids, and its ids.
+fn key_select(n: usize) -> (&'static str, usize) {
+    static SQL: std::sync::LazyLock<Vec<(usize, String)>> = std::sync::LazyLock::new(|| {
+        USAGE_CHUNKS
+            .iter()
+            .map(|&ids| {
+                let marks = vec!["?"; ids].join(", ");
+                (
+                    ids,
+                    format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id IN ({marks})"),
+                )
+            })
+            .collect()
+    });
+    chunk_of(&SQL, n)
+}
+
 /// The ledger INSERT for the largest chunk size that fits `n` rows, and its rows.
 fn usage_insert(n: usize) -> (&'static str, usize) {
     static SQL: std::sync::LazyLock<Vec<(usize, String)>> = std::sync::LazyLock::new(|| {
@@ -559,6 +576,25 @@ impl Store for SqliteStore {
     async fn get_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(unavailable)?;
         Self::fetch_key(&mut conn, id).await
+    }
+
+    async fn get_keys(&self, ids: &[String]) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+        let mut found = Vec::with_capacity(ids.len());
+        let mut rest = ids;
+        while !rest.is_empty() {
+            let (sql, n) = key_select(rest.len());
+            let (chunk, tail) = rest.split_at(n.clamp(1, rest.len()));
+            let mut q = sqlx::query(sql);
+            for id in chunk {
+                q = q.bind(id.as_str());
+            }
+            for row in q.fetch_all(&mut *conn).await.map_err(unavailable)? {
+                found.push(key_from_row(&row)?);
+            }
+            rest = tail;
+        }
+        Ok(found)
     }
 
     async fn list_keys(
