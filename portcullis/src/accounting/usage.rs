@@ -51,14 +51,11 @@ fn from_json_at(bytes: &[u8], nesting: usize) -> Option<Usage> {
     // `response` inside `response` is not a shape any provider sends; a bound
     // keeps a hostile document from recursing deep.
     const MAX_NESTING: usize = 4;
+    if let Some(u) = sole_top_level_usage(bytes).and_then(read_usage) {
+        return Some(u);
+    }
     let [usage, response] = top_level(bytes, [b"usage", b"response"])?;
-    let parsed = usage.and_then(|v| {
-        plain_usage(v).unwrap_or_else(|| {
-            Option::<Usage>::deserialize(&mut serde_json::Deserializer::from_slice(v))
-                .ok()
-                .flatten()
-        })
-    });
+    let parsed = usage.and_then(read_usage);
     parsed.or_else(|| {
         response
             .filter(|_| nesting < MAX_NESTING)
@@ -129,6 +126,79 @@ fn top_level<'a, const N: usize>(doc: &'a [u8], keys: [&[u8]; N]) -> Option<[Opt
         }
     }
     Some(found)
+}
+
+/// The usage value at the start of `v` (an object, or `null`).
+fn read_usage(v: &[u8]) -> Option<Usage> {
+    plain_usage(v).unwrap_or_else(|| {
+        Option::<Usage>::deserialize(&mut serde_json::Deserializer::from_slice(v))
+            .ok()
+            .flatten()
+    })
+}
+
+/// The value of the top-level `usage` key, found without walking the whole
+/// document, when that is certain: `"usage"` occurs once, as a key (after `{`
+/// or `,`: in JSON a quote inside a string is escaped), its value is an
+/// object or `null`, and what follows it closes the document's object.
+/// `None` otherwise; [`top_level`] then walks the document. Chat and
+/// completion responses end with their usage, so this reads the last few
+/// dozen bytes instead of every string of the answer (the walk was the
+/// largest cost of reading usage).
+fn sole_top_level_usage(doc: &[u8]) -> Option<&[u8]> {
+    static KEY: std::sync::LazyLock<memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memmem::Finder::new(b"\"usage\""));
+    static KEY_REV: std::sync::LazyLock<memmem::FinderRev<'static>> =
+        std::sync::LazyLock::new(|| memmem::FinderRev::new(b"\"usage\""));
+    let at = KEY_REV.rfind(doc)?;
+    if KEY.find(doc)? != at {
+        return None;
+    }
+    let before = doc[..at].iter().rev().find(|b| !b.is_ascii_whitespace())?;
+    if !matches!(before, b'{' | b',') {
+        return None;
+    }
+    let skip_ws = |mut i: usize| {
+        while doc.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
+            i += 1;
+        }
+        i
+    };
+    let colon = skip_ws(at + 7);
+    if doc.get(colon) != Some(&b':') {
+        return None;
+    }
+    let start = skip_ws(colon + 1);
+    let value = &doc[start..];
+    let len = if literal_null(value) {
+        4
+    } else if value.first() == Some(&b'{') {
+        object_len(value)?
+    } else {
+        return None;
+    };
+    // The rest must close exactly the object the key is in, and that must
+    // be the document's last byte.
+    let rest = &doc[start + len..];
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < rest.len() {
+        match rest[i] {
+            b'"' => i = string_end(rest, i + 1)?,
+            b'{' | b'[' => depth += 1,
+            b'}' if depth == 0 => {
+                return rest[i + 1..]
+                    .iter()
+                    .all(u8::is_ascii_whitespace)
+                    .then_some(value);
+            }
+            b']' if depth == 0 => return None,
+            b'}' | b']' => depth -= 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// The usage object at the start of `v` read without serde, when it has the
@@ -503,6 +573,20 @@ mod tests {
                 Some((Some(10), None, Some(6))),
             ),
             (r#"{"id":"x","usage":null}"#, None),
+            // A sole `usage` key that is not at the top level, near the end.
+            (r#"{"a":{"usage":{"prompt_tokens":1}}}"#, None),
+            (r#"{"a":{"usage":{"prompt_tokens":1}},"b":2}"#, None),
+            (r#"{"x":[{"usage":{"prompt_tokens":9}}]}"#, None),
+            (r#"{"x":[1,{"usage":null}],"y":{}}"#, None),
+            // A sole top-level one with keys after it, nested values among them.
+            (
+                r#"{"id":"c","usage":{"prompt_tokens":4,"completion_tokens":20},"tier":"default","x":{"y":[1,{"z":"}"}]}}"#,
+                Some((Some(4), Some(20), None)),
+            ),
+            (
+                "{\"usage\" : { \"prompt_tokens\" : 2 } ,\n \"a\":\"b\" }\n",
+                Some((Some(2), None, None)),
+            ),
             (r#"{}"#, None),
             (r#"[{"usage":{"prompt_tokens":1}}]"#, None),
             (r#""usage""#, None),
@@ -515,6 +599,23 @@ mod tests {
                 assert_eq!(tokens(parsed(doc)), *want, "oracle: {doc}");
             }
         }
+    }
+
+    #[test]
+    fn a_chat_completion_is_read_without_walking_it() {
+        let doc = r#"{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"mock \"usage\": mock","refusal":null},"finish_reason":"stop"}],"usage":{"prompt_tokens":4,"completion_tokens":20,"total_tokens":24,"prompt_tokens_details":{"cached_tokens":0}},"service_tier":"default","system_fingerprint":"fp_mock"}"#;
+        assert!(sole_top_level_usage(doc.as_bytes()).is_some());
+        assert_eq!(
+            tokens(from_json(doc.as_bytes())),
+            Some((Some(4), Some(20), Some(0)))
+        );
+        // Two `usage` keys (one nested): the walk decides.
+        let two = r#"{"choices":[{"usage":{"prompt_tokens":9}}],"usage":{"prompt_tokens":1}}"#;
+        assert!(sole_top_level_usage(two.as_bytes()).is_none());
+        assert_eq!(
+            tokens(from_json(two.as_bytes())),
+            Some((Some(1), None, None))
+        );
     }
 
     #[test]
