@@ -89,6 +89,14 @@ struct CachedKey {
     loaded: Instant,
 }
 
+/// A cache key: a key id's bytes. Every id the gateway issues has this
+/// length; an id of another length is read from the store but not cached.
+type Slot = [u8; super::keys::ID_LEN];
+
+fn slot(id: &str) -> Option<Slot> {
+    Slot::try_from(id.as_bytes()).ok()
+}
+
 /// What a lookup answers: the key, `None` for an unknown id, or why the
 /// store could not say.
 pub type Loaded = Result<Option<KeyEntry>, StoreError>;
@@ -101,8 +109,11 @@ struct Shared {
     /// `quick_cache` rather than `moka` (used for the other caches): this
     /// lookup runs on every request, and a read here is a hash, a shard read
     /// lock and a clone, with no read log or deque to maintain; expiry is
-    /// checked on read against [`CachedKey::loaded`].
-    entries: quick_cache::sync::Cache<String, CachedKey>,
+    /// checked on read against [`CachedKey::loaded`]. Keyed by the id's
+    /// bytes inline, so a probe compares in place instead of following a
+    /// pointer to a heap string (one cache miss less per lookup when keys
+    /// are many).
+    entries: quick_cache::sync::Cache<Slot, CachedKey>,
     loads: Mutex<Loads>,
     /// Store reads the loader made (batches and single ids).
     reads: AtomicU64,
@@ -151,13 +162,15 @@ impl KeyCache {
     pub fn invalidate(&self, id: &str) {
         let mut loads = self.0.loads();
         loads.epoch = loads.epoch.wrapping_add(1);
-        self.0.entries.remove(id);
+        if let Some(s) = slot(id) {
+            self.0.entries.remove(&s);
+        }
     }
 
     /// The key with this id: from the cache while fresh, else read (with
     /// every other id missed meanwhile) by the loader.
     pub async fn get(&self, id: &str) -> Loaded {
-        if let Some(hit) = self.0.entries.get(id)
+        if let Some(hit) = slot(id).and_then(|s| self.0.entries.get(&s))
             && hit.loaded.elapsed() < KEY_CACHE_TTL
         {
             return Ok(hit.entry);
@@ -237,9 +250,12 @@ async fn load(shared: Arc<Shared>) {
         let fresh = loads.epoch == epoch;
         for id in running.batch.drain(..) {
             let answer = batch.answer(&id);
-            if fresh && let Ok(entry) = &answer {
+            if fresh
+                && let Ok(entry) = &answer
+                && let Some(s) = slot(&id)
+            {
                 shared.entries.insert(
-                    id.clone(),
+                    s,
                     CachedKey {
                         entry: entry.clone(),
                         loaded,
@@ -312,6 +328,13 @@ mod tests {
     use super::*;
     use crate::store;
 
+    /// A key id of the issued length.
+    fn id(i: usize) -> String {
+        format!("k{i:011}")
+    }
+
+    const UNKNOWN: &str = "unknownkey00";
+
     fn record(id: &str) -> ApiKeyRecord {
         ApiKeyRecord {
             id: id.to_owned(),
@@ -337,7 +360,7 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("k.db").display());
         let store = store::open(&url).await.unwrap();
         for i in 0..n {
-            store.insert_key(&record(&format!("k{i}"))).await.unwrap();
+            store.insert_key(&record(&id(i))).await.unwrap();
         }
         let side = sqlx::SqlitePool::connect(&url).await.unwrap();
         (dir, store, side)
@@ -360,9 +383,7 @@ mod tests {
         let (_dir, store, _side) = store_with(300).await;
         let cache = Arc::new(KeyCache::new(store));
         // 300 distinct ids, each asked for twice, and an unknown one, all at once.
-        let ids = (0..600)
-            .map(|i| format!("k{}", i % 300))
-            .chain(["unknown".to_owned()]);
+        let ids = (0..600).map(|i| id(i % 300)).chain([UNKNOWN.to_owned()]);
         let mut found = 0;
         for t in lookups(&cache, ids) {
             if let Some(e) = t.await.unwrap().unwrap() {
@@ -377,13 +398,17 @@ mod tests {
         // 301 ids in batches of at most 256: two reads.
         assert_eq!(cache.store_reads(), 2);
         // Now cached, the unknown id too.
-        assert!(cache.get("k7").await.unwrap().is_some());
-        assert!(cache.get("unknown").await.unwrap().is_none());
+        assert!(cache.get(&id(7)).await.unwrap().is_some());
+        assert!(cache.get(UNKNOWN).await.unwrap().is_none());
         assert_eq!(cache.store_reads(), 2);
         // An invalidated id is read again.
-        cache.invalidate("k7");
-        assert!(cache.get("k7").await.unwrap().is_some());
+        cache.invalidate(&id(7));
+        assert!(cache.get(&id(7)).await.unwrap().is_some());
         assert_eq!(cache.store_reads(), 3);
+        // An id of another length is read, never cached.
+        assert!(cache.get("short").await.unwrap().is_none());
+        assert!(cache.get("short").await.unwrap().is_none());
+        assert_eq!(cache.store_reads(), 5);
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -394,26 +419,26 @@ mod tests {
             .execute(&side)
             .await
             .unwrap();
-        for t in lookups(&cache, (0..3).map(|i| format!("k{i}"))) {
+        for t in lookups(&cache, (0..3).map(id)) {
             assert!(matches!(t.await.unwrap(), Err(StoreError::Unavailable(_))));
         }
         sqlx::query("ALTER TABLE gone RENAME TO api_keys")
             .execute(&side)
             .await
             .unwrap();
-        assert!(cache.get("k1").await.unwrap().is_some());
+        assert!(cache.get(&id(1)).await.unwrap().is_some());
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_corrupt_row_fails_only_its_own_lookup() {
         let (_dir, store, side) = store_with(3).await;
-        sqlx::query("UPDATE api_keys SET metadata = '{' WHERE id = 'k1'")
+        sqlx::query("UPDATE api_keys SET metadata = '{' WHERE id = 'k00000000001'")
             .execute(&side)
             .await
             .unwrap();
         let cache = Arc::new(KeyCache::new(store));
         let mut answers = Vec::new();
-        for t in lookups(&cache, (0..3).map(|i| format!("k{i}"))) {
+        for t in lookups(&cache, (0..3).map(id)) {
             answers.push(t.await.unwrap());
         }
         assert!(answers[0].as_ref().unwrap().is_some());
@@ -427,15 +452,15 @@ mod tests {
     async fn an_invalidation_during_a_read_keeps_its_answer_out_of_the_cache() {
         let (_dir, store, _side) = store_with(1).await;
         let cache = Arc::new(KeyCache::new(store));
-        let lookup = lookups(&cache, ["k0".to_owned()]).remove(0);
+        let lookup = lookups(&cache, [id(0)]).remove(0);
         // Until the lookup is answered, its batch is queued or being read:
         // an invalidation now must keep what that read finds out of the cache.
         while cache.store_reads() == 0 {
             tokio::task::yield_now().await;
         }
-        cache.invalidate("k0");
+        cache.invalidate(&id(0));
         assert!(lookup.await.unwrap().unwrap().is_some());
-        assert!(cache.get("k0").await.unwrap().is_some());
+        assert!(cache.get(&id(0)).await.unwrap().is_some());
         assert_eq!(cache.store_reads(), 2);
     }
 }

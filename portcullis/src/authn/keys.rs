@@ -20,7 +20,8 @@ use crate::secret::Secret;
 pub const KEY_PREFIX: &str = "pcs_";
 /// Prefix of generated master keys (never accepted as a client key).
 pub const MASTER_PREFIX: &str = "pcm_";
-const ID_LEN: usize = 12;
+/// Length of a key's public id.
+pub const ID_LEN: usize = 12;
 const SECRET_LEN: usize = 22;
 const CRC_LEN: usize = 6;
 /// Length of a well-formed key.
