@@ -70,19 +70,12 @@ fn key_cache_hit(c: &mut Criterion) {
             .state
             .store
             .insert_key(&ApiKeyRecord {
-                id,
-                digest: keys::digest(key.expose()).to_vec(),
                 name: Some("bench".into()),
                 user: Some("bench-user".into()),
                 team: Some("bench-team".into()),
                 models: Some(vec!["gpt-4o-mini".into()]),
                 endpoints: Some(vec!["chat".into()]),
-                expires_at: None,
-                revoked_at: None,
-                created_at: 0,
-                metadata: serde_json::json!({}),
-                rotated_from: None,
-                admin_role: None,
+                ..ApiKeyRecord::new(id, keys::digest(key.expose()).to_vec())
             })
             .await
             .expect("insert");

@@ -584,21 +584,10 @@ async fn admin_api_only_from_allowed_addresses() {
     );
     // Keys made outside the API still work on /v1 from here.
     let key = portcullis::authn::keys::generate();
-    let record = portcullis::store::ApiKeyRecord {
-        id: key.0.clone(),
-        digest: portcullis::authn::keys::digest(key.1.expose()).to_vec(),
-        name: None,
-        user: None,
-        team: None,
-        models: None,
-        endpoints: None,
-        expires_at: None,
-        revoked_at: None,
-        created_at: 0,
-        metadata: json!({}),
-        rotated_from: None,
-        admin_role: None,
-    };
+    let record = portcullis::store::ApiKeyRecord::new(
+        key.0.clone(),
+        portcullis::authn::keys::digest(key.1.expose()).to_vec(),
+    );
     h.gw.state.store.insert_key(&record).await.unwrap();
     let r = h
         .chat(

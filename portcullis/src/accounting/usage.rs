@@ -180,25 +180,8 @@ fn sole_top_level_usage(doc: &[u8]) -> Option<&[u8]> {
     // The rest must close exactly the object the key is in, and that must
     // be the document's last byte.
     let rest = &doc[start + len..];
-    let mut depth = 0usize;
-    let mut i = 0;
-    while i < rest.len() {
-        match rest[i] {
-            b'"' => i = string_end(rest, i + 1)?,
-            b'{' | b'[' => depth += 1,
-            b'}' if depth == 0 => {
-                return rest[i + 1..]
-                    .iter()
-                    .all(u8::is_ascii_whitespace)
-                    .then_some(value);
-            }
-            b']' if depth == 0 => return None,
-            b'}' | b']' => depth -= 1,
-            _ => {}
-        }
-        i += 1;
-    }
-    None
+    let close = unclosed_end(rest)?;
+    (rest[close] == b'}' && rest[close + 1..].iter().all(u8::is_ascii_whitespace)).then_some(value)
 }
 
 /// The usage object at the start of `v` read without serde, when it has the
@@ -277,18 +260,23 @@ fn count(v: Option<&[u8]>) -> Option<Option<u64>> {
 /// The length of the object or array that starts `v`, through its closing
 /// bracket; `None` when it is not closed.
 fn object_len(v: &[u8]) -> Option<usize> {
+    if !matches!(v.first(), Some(b'{' | b'[')) {
+        return None;
+    }
+    unclosed_end(&v[1..]).map(|at| at + 2)
+}
+
+/// The index of the first closing bracket of `v` that nothing in `v` opened
+/// (strings skipped); `None` when there is none.
+fn unclosed_end(v: &[u8]) -> Option<usize> {
     let mut depth = 0usize;
     let mut i = 0;
     while i < v.len() {
         match v[i] {
             b'"' => i = string_end(v, i + 1)?,
             b'{' | b'[' => depth += 1,
-            b'}' | b']' => {
-                depth = depth.checked_sub(1)?;
-                if depth == 0 {
-                    return Some(i + 1);
-                }
-            }
+            b'}' | b']' if depth == 0 => return Some(i),
+            b'}' | b']' => depth -= 1,
             _ => {}
         }
         i += 1;

@@ -337,19 +337,11 @@ mod tests {
 
     fn record(id: &str) -> ApiKeyRecord {
         ApiKeyRecord {
-            id: id.to_owned(),
-            digest: super::super::keys::digest(&format!("secret-{id}")).to_vec(),
-            name: None,
             user: Some(format!("u-{id}")),
-            team: None,
-            models: None,
-            endpoints: None,
-            expires_at: None,
-            revoked_at: None,
-            created_at: 0,
-            metadata: serde_json::json!({}),
-            rotated_from: None,
-            admin_role: None,
+            ..ApiKeyRecord::new(
+                id.to_owned(),
+                super::super::keys::digest(&format!("secret-{id}")).to_vec(),
+            )
         }
     }
 

@@ -57,6 +57,28 @@ pub struct ApiKeyRecord {
     pub admin_role: Option<String>,
 }
 
+impl ApiKeyRecord {
+    /// A client key with only its id and digest: no name, user, team, lists,
+    /// expiry or history, empty metadata. The rest goes in by struct update.
+    pub fn new(id: String, digest: Vec<u8>) -> Self {
+        ApiKeyRecord {
+            id,
+            digest,
+            name: None,
+            user: None,
+            team: None,
+            models: None,
+            endpoints: None,
+            expires_at: None,
+            revoked_at: None,
+            created_at: 0,
+            metadata: serde_json::json!({}),
+            rotated_from: None,
+            admin_role: None,
+        }
+    }
+}
+
 /// A partial update of a key; `None` leaves a field alone, `Some(None)` clears it.
 #[derive(Debug, Clone, Default)]
 pub struct KeyPatch {
