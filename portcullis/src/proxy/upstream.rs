@@ -52,6 +52,10 @@ pub struct Upstream {
     auth: Option<HeaderValue>,
     /// `Host` for `base_url`: the host, and the port when not the scheme's default.
     host: Option<HeaderValue>,
+    /// `base_url` split once: its scheme, its authority and the path after
+    /// it (empty for none), so a request's URL is built from parts instead of
+    /// formatted and parsed whole.
+    target: Option<(http::uri::Scheme, http::uri::Authority, String)>,
 }
 
 impl Upstream {
@@ -81,10 +85,16 @@ impl Upstream {
                 _ => HeaderValue::from_str(host).ok(),
             }
         });
+        let target = p.base_url.parse::<http::Uri>().ok().and_then(|u| {
+            let rest = &p.base_url[p.base_url.find("://")? + 3..];
+            let path = rest.find('/').map_or("", |i| &rest[i..]);
+            Some((u.scheme()?.clone(), u.authority()?.clone(), path.to_owned()))
+        });
         Ok(Upstream {
             client: client_for(p)?,
             auth,
             host,
+            target,
         })
     }
 
@@ -100,9 +110,9 @@ impl Upstream {
         client_headers: Option<&HeaderMap>,
         request_id: Option<&str>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, ApiError> {
-        let uri: http::Uri = format!("{}{path}", p.base_url)
-            .parse()
-            .map_err(|_| ApiError::InvalidPath("cannot form the upstream URL"))?;
+        let uri = self
+            .uri(&p.base_url, path)
+            .ok_or(ApiError::InvalidPath("cannot form the upstream URL"))?;
         let has_body = body.is_some();
         let mut req = hyper::Request::new(Full::new(body.unwrap_or_default()));
         *req.method_mut() = method;
@@ -128,6 +138,26 @@ impl Upstream {
             Err(_) => Err(ApiError::UpstreamTimeout("first byte")),
             Ok(Err(e)) => Err(classify(&e)),
             Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+}
+
+impl Upstream {
+    /// `{base_url}{path}` as a URI (`base_url` is this upstream's own).
+    fn uri(&self, base_url: &str, path: &str) -> Option<http::Uri> {
+        match &self.target {
+            Some((scheme, authority, base)) => {
+                let mut path_and_query = String::with_capacity(base.len() + path.len());
+                path_and_query.push_str(base);
+                path_and_query.push_str(path);
+                http::Uri::builder()
+                    .scheme(scheme.clone())
+                    .authority(authority.clone())
+                    .path_and_query(path_and_query)
+                    .build()
+                    .ok()
+            }
+            None => format!("{base_url}{path}").parse().ok(),
         }
     }
 }
@@ -306,7 +336,41 @@ pub fn scrub(message: &str, provider_key: Option<&str>) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn the_upstream_url_built_from_parts_is_the_formatted_one() {
+        for base in [
+            "http://127.0.0.1:9/v1",
+            "https://api.example.com",
+            "https://api.example.com:8443/openai/v1",
+        ] {
+            let yaml = format!(
+                "providers:\n  - name: p\n    kind: openai_compatible\n    base_url: {base}\n    models: [m]\n"
+            );
+            let cfg = crate::config::Config::from_yaml(
+                &yaml,
+                &|_| None,
+                crate::config::ConfigSource::Defaults,
+            )
+            .expect("config");
+            let p = &cfg.providers[0];
+            let up = Upstream::new(p).expect("upstream");
+            assert!(up.target.is_some(), "{base}");
+            for path in [
+                "/chat/completions",
+                "/files?limit=10&after=file-1",
+                "/models/a%2Fb",
+                "",
+            ] {
+                let formatted: Option<http::Uri> = format!("{}{path}", p.base_url).parse().ok();
+                assert_eq!(up.uri(&p.base_url, path), formatted, "{base} + {path}");
+            }
+            // A path that is not a valid URI part is refused either way.
+            assert_eq!(up.uri(&p.base_url, "/a b"), None);
+        }
+    }
 
     #[test]
     fn scrubs_key_fragments() {
