@@ -304,6 +304,25 @@ fn chunk_of(set: &[(usize, String)], n: usize) -> (&str, usize) {
         .map_or(("", 1), |(rows, sql)| (sql.as_str(), *rows))
 }
 
+/// `items` cut greedily into the chunk sizes of [`USAGE_CHUNKS`], each with
+/// its statement text from `statement` (one of the `*_insert`, `*_upsert`,
+/// `*_select` functions below).
+fn chunked<T>(
+    items: &[T],
+    statement: fn(usize) -> (&'static str, usize),
+) -> impl Iterator<Item = (&'static str, &[T])> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (sql, n) = statement(rest.len());
+        let (chunk, tail) = rest.split_at(n.clamp(1, rest.len()));
+        rest = tail;
+        Some((sql, chunk))
+    })
+}
+
 /// One `{head} VALUES (?, …), … {tail}` text per chunk size, `columns` parameters a row.
 fn chunk_texts(head: &str, columns: usize, tail: &str) -> Vec<(usize, String)> {
     let row = format!("({})", vec!["?"; columns].join(", "));
@@ -366,16 +385,12 @@ async fn add_spend(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     spend: &[(String, i64, i64)],
 ) -> Result<(), StoreError> {
-    let mut rest = spend;
-    while !rest.is_empty() {
-        let (sql, rows) = spend_upsert(rest.len());
-        let (chunk, tail) = rest.split_at(rows.clamp(1, rest.len()));
+    for (sql, chunk) in chunked(spend, spend_upsert) {
         let mut q = sqlx::query(sql);
         for (subject, day, cost) in chunk {
             q = q.bind(subject.as_str()).bind(*day).bind(*cost);
         }
         q.execute(&mut **tx).await.map_err(unavailable)?;
-        rest = tail;
     }
     Ok(())
 }
@@ -581,10 +596,7 @@ impl Store for SqliteStore {
     async fn get_keys(&self, ids: &[String]) -> Result<Vec<ApiKeyRecord>, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(unavailable)?;
         let mut found = Vec::with_capacity(ids.len());
-        let mut rest = ids;
-        while !rest.is_empty() {
-            let (sql, n) = key_select(rest.len());
-            let (chunk, tail) = rest.split_at(n.clamp(1, rest.len()));
+        for (sql, chunk) in chunked(ids, key_select) {
             let mut q = sqlx::query(sql);
             for id in chunk {
                 q = q.bind(id.as_str());
@@ -592,7 +604,6 @@ impl Store for SqliteStore {
             for row in q.fetch_all(&mut *conn).await.map_err(unavailable)? {
                 found.push(key_from_row(&row)?);
             }
-            rest = tail;
         }
         Ok(found)
     }
@@ -702,16 +713,12 @@ impl Store for SqliteStore {
             pending.due(batch.len()).then(|| pending.with(&batch))
         };
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let mut rest = records;
-        while !rest.is_empty() {
-            let (sql, rows) = usage_insert(rest.len());
-            let (chunk, tail) = rest.split_at(rows.clamp(1, rest.len()));
+        for (sql, chunk) in chunked(records, usage_insert) {
             let mut q = sqlx::query(sql);
             for r in chunk {
                 q = bind_usage(q, r);
             }
             q.execute(&mut *tx).await.map_err(unavailable)?;
-            rest = tail;
         }
         let Some(spend) = flush else {
             // The batch's spend waits in memory (see SPEND_FLUSH_EVERY); a

@@ -229,7 +229,8 @@ impl Caller {
 pub struct Plan {
     active: bool,
     provider: String,
-    owner: Arc<str>,
+    /// Whom new resources are recorded under; `None` when ownership is off.
+    owner: Option<Arc<str>>,
     endpoint: Option<&'static Endpoint>,
     reading: Reading,
     register: bool,
@@ -243,7 +244,7 @@ impl Plan {
         Plan {
             active: false,
             provider: provider.to_owned(),
-            owner: Arc::from(""),
+            owner: None,
             endpoint: None,
             reading: Reading {
                 creates: None,
@@ -418,7 +419,7 @@ pub async fn guard(
     Ok(Plan {
         active: true,
         provider,
-        owner,
+        owner: Some(owner),
         endpoint,
         reading: Reading {
             creates: endpoint
@@ -597,7 +598,7 @@ where
                 Sink {
                     store: state.store.clone(),
                     provider: plan.provider.clone(),
-                    owner: plan.owner.to_string(),
+                    owner: plan.owner.as_deref().unwrap_or_default().to_owned(),
                     reading: plan.reading.clone(),
                     now_ms: state.clock.now_ms(),
                 },
@@ -661,7 +662,7 @@ where
         let recs = extract::records(
             found,
             &plan.provider,
-            &plan.owner,
+            plan.owner.as_deref().unwrap_or_default(),
             state.clock.now_ms(),
             &mut HashSet::new(),
         );
