@@ -148,10 +148,11 @@ fn read_usage(v: &[u8]) -> Option<Usage> {
 fn sole_top_level_usage(doc: &[u8]) -> Option<&[u8]> {
     static KEY: std::sync::LazyLock<memmem::Finder<'static>> =
         std::sync::LazyLock::new(|| memmem::Finder::new(b"\"usage\""));
-    static KEY_REV: std::sync::LazyLock<memmem::FinderRev<'static>> =
-        std::sync::LazyLock::new(|| memmem::FinderRev::new(b"\"usage\""));
-    let at = KEY_REV.rfind(doc)?;
-    if KEY.find(doc)? != at {
+    // Two forward searches (the first occurrence, then none after it): the
+    // forward searcher is vectorised, the reverse one is not (it was most of
+    // this function's cost).
+    let at = KEY.find(doc)?;
+    if KEY.find(&doc[at + 7..]).is_some() {
         return None;
     }
     let before = doc[..at].iter().rev().find(|b| !b.is_ascii_whitespace())?;

@@ -399,10 +399,19 @@ pub fn visible_models(
 }
 
 fn is_json(content_type: Option<&str>) -> bool {
-    content_type.is_none_or(|ct| {
-        let ct = ct.split(';').next().unwrap_or("").trim();
-        ct.eq_ignore_ascii_case("application/json") || ct.to_ascii_lowercase().ends_with("+json")
-    })
+    content_type.is_none_or(json_media_type)
+}
+
+/// True for `application/json` and any `…+json` media type, parameters and
+/// case aside (compared in place: this runs on every request).
+pub(crate) fn json_media_type(content_type: &str) -> bool {
+    let ct = content_type.split(';').next().unwrap_or("").trim();
+    ct.eq_ignore_ascii_case("application/json")
+        || ct
+            .len()
+            .checked_sub(5)
+            .and_then(|at| ct.as_bytes().get(at..))
+            .is_some_and(|suffix| suffix.eq_ignore_ascii_case(b"+json"))
 }
 
 fn is_multipart(content_type: Option<&str>) -> bool {

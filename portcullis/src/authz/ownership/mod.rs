@@ -277,16 +277,8 @@ fn is_urlencoded(ct: Option<&str>) -> bool {
 }
 
 fn is_json(ct: Option<&str>, body: &[u8]) -> bool {
-    let declared = ct.is_none_or(|ct| {
-        let ct = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        ct == "application/json" || ct.ends_with("+json")
-    });
-    declared || body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+    ct.is_none_or(crate::authz::json_media_type)
+        || body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 fn store_down(e: StoreError) -> ApiError {
@@ -301,15 +293,13 @@ pub async fn guard(
     method: &Method,
     content_type: Option<&str>,
 ) -> Result<Plan, ApiError> {
-    let provider = permit.provider.name.clone();
-    let group = permit.group.clone();
     let (body_ids, store_flag, audio) = if permit.body.is_empty() {
         (Vec::new(), None, false)
     } else if is_multipart(content_type) {
         let ids = body::form_ids(content_type.unwrap_or(""), permit.body.clone()).await?;
         (ids, None, false)
     } else if is_json(content_type, &permit.body) {
-        let facts = body::json_facts(&permit.body, &group)?;
+        let facts = body::json_facts(&permit.body, &permit.group)?;
         if let Some(b) = facts.rewritten {
             tracing::info!(fields = ?facts.stripped, "removed redirecting fields from the request body");
             permit.body = b;
@@ -335,8 +325,10 @@ pub async fn guard(
     }
 
     let Some(caller) = Caller::of(&settings, &permit.principal) else {
-        return Ok(Plan::inactive(&provider));
+        return Ok(Plan::inactive(&permit.provider.name));
     };
+    let provider = permit.provider.name.clone();
+    let group = permit.group.clone();
     let (path, query) = match permit.upstream_path.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (permit.upstream_path.as_str(), None),
