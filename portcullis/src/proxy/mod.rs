@@ -5,6 +5,7 @@
 //!                                      └─ own list ─► answered from the store   (Reservation → Meter, settled when it finishes)
 //! ```
 
+pub mod pool;
 pub mod ssrf;
 pub mod upstream;
 
@@ -68,12 +69,7 @@ pub async fn handle(
 /// Built once per request and matched at once, so its size does not matter.
 #[allow(clippy::large_enum_variant)]
 enum Outcome {
-    Forwarded(
-        Permit,
-        Plan,
-        hyper::Response<hyper::body::Incoming>,
-        Admitted,
-    ),
+    Forwarded(Permit, Plan, pool::UpstreamResponse, Admitted),
     Answered(Response),
 }
 
@@ -196,7 +192,7 @@ async fn forward(
     state: &AppState,
     parts: &Parts,
     permit: &Permit,
-) -> Result<hyper::Response<hyper::body::Incoming>, ApiError> {
+) -> Result<pool::UpstreamResponse, ApiError> {
     let provider = permit.provider();
     let rid = parts.extensions.get::<RequestId>().map(|r| &*r.0);
     state
@@ -218,7 +214,7 @@ async fn respond(
     state: &AppState,
     permit: &Permit,
     plan: &Plan,
-    upstream: hyper::Response<hyper::body::Incoming>,
+    upstream: pool::UpstreamResponse,
     mut meter: Meter,
     admitted: Admitted,
 ) -> Response {
@@ -276,7 +272,7 @@ async fn upstream_error(
     permit: &Permit,
     status: StatusCode,
     headers: &http::HeaderMap,
-    body: hyper::body::Incoming,
+    body: pool::PooledBody,
     mut meter: Meter,
 ) -> Response {
     let _ = state;

@@ -8,16 +8,11 @@ use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue};
 use http_body_util::Full;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
+use super::pool::{Connector, Pool, UpstreamResponse};
 use crate::config::{Config, ProviderConfig};
 use crate::error::ApiError;
-
-/// A pooled HTTP/1.1 + HTTP/2 client with rustls.
-pub type HttpClient =
-    Client<hyper_rustls::HttpsConnector<HttpConnector<super::ssrf::GuardedResolver>>, Full<Bytes>>;
 
 /// One client per provider, keyed by provider name.
 #[derive(Debug, Clone, Default)]
@@ -43,19 +38,18 @@ impl Upstreams {
     }
 }
 
-/// A provider's pooled client and the headers every request to it carries,
+/// A provider's connection pool and the headers every request to it carries,
 /// built once (not per request).
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    client: HttpClient,
+    pool: Pool,
     /// `Authorization: Bearer <key>`, marked sensitive (never logged).
     auth: Option<HeaderValue>,
     /// `Host` for `base_url`: the host, and the port when not the scheme's default.
     host: Option<HeaderValue>,
-    /// `base_url` split once: its scheme, its authority and the path after
-    /// it (empty for none), so a request's URL is built from parts instead of
-    /// formatted and parsed whole.
-    target: Option<(http::uri::Scheme, http::uri::Authority, String)>,
+    /// The path of `base_url` after its origin (empty for none): a request
+    /// goes to `{base_path}{path}` at the pool's origin.
+    base_path: String,
 }
 
 impl Upstream {
@@ -85,16 +79,33 @@ impl Upstream {
                 _ => HeaderValue::from_str(host).ok(),
             }
         });
-        let target = p.base_url.parse::<http::Uri>().ok().and_then(|u| {
-            let rest = &p.base_url[p.base_url.find("://")? + 3..];
-            let path = rest.find('/').map_or("", |i| &rest[i..]);
-            Some((u.scheme()?.clone(), u.authority()?.clone(), path.to_owned()))
-        });
+        let (scheme, authority, base_path) = p
+            .base_url
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|u| {
+                let rest = &p.base_url[p.base_url.find("://")? + 3..];
+                let path = rest.find('/').map_or("", |i| &rest[i..]);
+                Some((u.scheme()?.clone(), u.authority()?.clone(), path.to_owned()))
+            })
+            .ok_or_else(|| {
+                format!(
+                    "provider `{}`: base_url is not an absolute http(s) URL",
+                    p.name
+                )
+            })?;
+        let pool = Pool::new(
+            connector_for(p)?,
+            scheme,
+            authority,
+            MAX_IDLE_PER_PROVIDER,
+            IDLE_TIMEOUT,
+        )?;
         Ok(Upstream {
-            client: client_for(p)?,
+            pool,
             auth,
             host,
-            target,
+            base_path,
         })
     }
 
@@ -109,9 +120,9 @@ impl Upstream {
         body: Option<Bytes>,
         client_headers: Option<&HeaderMap>,
         request_id: Option<&str>,
-    ) -> Result<hyper::Response<hyper::body::Incoming>, ApiError> {
+    ) -> Result<UpstreamResponse, ApiError> {
         let uri = self
-            .uri(&p.base_url, path)
+            .uri(path)
             .ok_or(ApiError::InvalidPath("cannot form the upstream URL"))?;
         let has_body = body.is_some();
         let mut req = hyper::Request::new(Full::new(body.unwrap_or_default()));
@@ -134,52 +145,47 @@ impl Upstream {
         if let Some(v) = request_id.and_then(|r| HeaderValue::from_str(r).ok()) {
             headers.insert(HeaderName::from_static("x-request-id"), v);
         }
-        match tokio::time::timeout(p.timeouts.first_byte, self.client.request(req)).await {
+        match tokio::time::timeout(p.timeouts.first_byte, self.pool.send(req)).await {
             Err(_) => Err(ApiError::UpstreamTimeout("first byte")),
-            Ok(Err(e)) => Err(classify(&e)),
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(result) => result,
         }
     }
 }
 
 impl Upstream {
-    /// `{base_url}{path}` as a URI (`base_url` is this upstream's own).
-    fn uri(&self, base_url: &str, path: &str) -> Option<http::Uri> {
-        match &self.target {
-            Some((scheme, authority, base)) => {
-                let mut path_and_query = String::with_capacity(base.len() + path.len());
-                path_and_query.push_str(base);
-                path_and_query.push_str(path);
-                http::Uri::builder()
-                    .scheme(scheme.clone())
-                    .authority(authority.clone())
-                    .path_and_query(path_and_query)
-                    .build()
-                    .ok()
-            }
-            None => format!("{base_url}{path}").parse().ok(),
+    /// `{base_path}{path}`: the origin-form URI of `{base_url}{path}` (the
+    /// pool adds the origin where the protocol wants it).
+    fn uri(&self, path: &str) -> Option<http::Uri> {
+        let mut path_and_query = String::with_capacity(self.base_path.len() + path.len());
+        path_and_query.push_str(&self.base_path);
+        path_and_query.push_str(path);
+        if !path_and_query.starts_with('/') {
+            path_and_query.insert(0, '/');
         }
+        http::uri::PathAndQuery::try_from(path_and_query)
+            .ok()
+            .map(http::Uri::from)
     }
 }
 
-fn client_for(p: &ProviderConfig) -> Result<HttpClient, String> {
+/// Idle connections kept per provider, and how long each.
+const MAX_IDLE_PER_PROVIDER: usize = 1024;
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+fn connector_for(p: &ProviderConfig) -> Result<Connector, String> {
     let mut http =
         HttpConnector::new_with_resolver(super::ssrf::GuardedResolver::new(p.allow_link_local));
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(p.timeouts.connect));
     http.set_keepalive(Some(Duration::from_secs(60)));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
         .map_err(|e| format!("TLS setup for provider `{}`: {e}", p.name))?
         .https_or_http()
         .enable_http1()
         .enable_http2()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(1024)
-        .build(https))
+        .wrap_connector(http))
 }
 
 /// Request headers never forwarded upstream: hop-by-hop headers, the client's
@@ -281,28 +287,6 @@ pub fn forward_rate_limit_headers(from: &HeaderMap, to: &mut HeaderMap) {
     }
 }
 
-/// Classifies a client error into 502 or 504.
-pub fn classify(e: &hyper_util::client::legacy::Error) -> ApiError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    let mut timed_out = false;
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
-            timed_out = true;
-        }
-        if s.to_string().contains("timed out") {
-            timed_out = true;
-        }
-        source = s.source();
-    }
-    if timed_out {
-        ApiError::UpstreamTimeout("connect")
-    } else {
-        ApiError::UpstreamUnavailable(format!("{e:?}"))
-    }
-}
-
 /// Removes anything that could carry a credential from a provider's error
 /// message: key-like tokens (`sk-…`, `pcs_…`, masked `sk-te****wxyz`), long
 /// opaque tokens, and the provider's own key verbatim.
@@ -340,7 +324,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_upstream_url_built_from_parts_is_the_formatted_one() {
+    fn the_upstream_path_built_from_parts_is_the_formatted_one() {
         for base in [
             "http://127.0.0.1:9/v1",
             "https://api.example.com",
@@ -357,18 +341,23 @@ mod tests {
             .expect("config");
             let p = &cfg.providers[0];
             let up = Upstream::new(p).expect("upstream");
-            assert!(up.target.is_some(), "{base}");
             for path in [
                 "/chat/completions",
                 "/files?limit=10&after=file-1",
                 "/models/a%2Fb",
                 "",
             ] {
-                let formatted: Option<http::Uri> = format!("{}{path}", p.base_url).parse().ok();
-                assert_eq!(up.uri(&p.base_url, path), formatted, "{base} + {path}");
+                let formatted: http::Uri = format!("{}{path}", p.base_url).parse().expect("uri");
+                let built = up.uri(path).expect("built");
+                assert_eq!(
+                    built.path_and_query(),
+                    formatted.path_and_query(),
+                    "{base} + {path}"
+                );
+                assert_eq!(built.scheme(), None, "origin form");
             }
             // A path that is not a valid URI part is refused either way.
-            assert_eq!(up.uri(&p.base_url, "/a b"), None);
+            assert_eq!(up.uri("/a b"), None);
         }
     }
 

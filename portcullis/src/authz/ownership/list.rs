@@ -288,7 +288,7 @@ pub(super) async fn get_upstream(
     client_headers: Option<&http::HeaderMap>,
     request_id: Option<&RequestId>,
     path: &str,
-) -> Result<hyper::Response<hyper::body::Incoming>, ApiError> {
+) -> Result<crate::proxy::pool::UpstreamResponse, ApiError> {
     let provider = permit.provider();
     state
         .upstreams
