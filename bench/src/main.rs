@@ -366,6 +366,11 @@ async fn seed_keys(
     while let Some(r) = inserts.next().await {
         r?;
     }
+    drop(inserts);
+    // As a gateway's clean shutdown leaves it: the log checkpointed into the
+    // database file (else the gateway under test would start by
+    // checkpointing the seeding's last writes).
+    store.flush().await?;
     std::fs::write(out, sampled).with_context(|| format!("cannot write {}", out.display()))?;
     Ok(serde_json::json!({
         "inserted": count,

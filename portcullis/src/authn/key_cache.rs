@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::Principal;
-use crate::store::{ApiKeyRecord, SharedStore, StoreError};
+use crate::store::{KeyAuth, SharedStore, StoreError};
 
 /// How long a key read from the store is trusted before it is read again (a
 /// revocation made on another gateway instance takes effect within this).
@@ -44,7 +44,7 @@ pub struct KeyEntry {
 }
 
 impl KeyEntry {
-    fn of(r: &ApiKeyRecord) -> Self {
+    fn of(r: &KeyAuth) -> Self {
         KeyEntry {
             digest: <[u8; 32]>::try_from(r.digest.as_slice()).ok(),
             revoked: r.revoked_at.is_some(),
@@ -272,7 +272,7 @@ async fn load(shared: Arc<Shared>) {
 async fn read(shared: &Shared, ids: &[String]) -> Batch {
     let store = &shared.store;
     shared.reads.fetch_add(1, Ordering::Relaxed);
-    match store.get_keys(ids).await {
+    match store.get_key_auths(ids).await {
         Ok(records) => Batch::Read(
             records
                 .iter()
@@ -286,7 +286,7 @@ async fn read(shared: &Shared, ids: &[String]) -> Batch {
                 let one = store
                     .get_key(id)
                     .await
-                    .map(|r| r.as_ref().map(KeyEntry::of));
+                    .map(|r| r.as_ref().map(|k| KeyEntry::of(&KeyAuth::from(k))));
                 each.insert(id.clone(), one);
             }
             Batch::Each(each)
@@ -327,6 +327,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::store;
+    use crate::store::ApiKeyRecord;
 
     /// A key id of the issued length.
     fn id(i: usize) -> String {
@@ -424,7 +425,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_corrupt_row_fails_only_its_own_lookup() {
         let (_dir, store, side) = store_with(3).await;
-        sqlx::query("UPDATE api_keys SET metadata = '{' WHERE id = 'k00000000001'")
+        sqlx::query("UPDATE api_keys SET models = '[' WHERE id = 'k00000000001'")
             .execute(&side)
             .await
             .unwrap();

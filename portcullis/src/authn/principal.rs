@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::store::ApiKeyRecord;
+use crate::store::{ApiKeyRecord, KeyAuth};
 
 /// How the caller authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -109,7 +109,7 @@ impl Principal {
         self.0.names.team.as_ref()
     }
 
-    pub(crate) fn api_key(k: &ApiKeyRecord) -> Self {
+    pub(crate) fn api_key(k: &KeyAuth) -> Self {
         Principal::new(Data {
             kind: CredentialKind::ApiKey,
             key_id: Some(k.id.clone()),
@@ -124,7 +124,7 @@ impl Principal {
 
     /// The principal a gateway key record stands for (for `explain`).
     pub fn for_key(k: &ApiKeyRecord) -> Self {
-        Self::api_key(k)
+        Self::api_key(&KeyAuth::from(k))
     }
 
     /// The principal of a shared key.

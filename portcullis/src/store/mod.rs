@@ -57,6 +57,47 @@ pub struct ApiKeyRecord {
     pub admin_role: Option<String>,
 }
 
+/// What authenticating with a gateway key needs of its record (the key
+/// cache reads only these fields of a key it has not cached: name, metadata
+/// and history are for the admin API).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyAuth {
+    /// Short public id, also embedded in the key.
+    pub id: String,
+    /// SHA-256 of the full key.
+    pub digest: Vec<u8>,
+    /// User the key acts for.
+    pub user: Option<String>,
+    /// Team the key belongs to.
+    pub team: Option<String>,
+    /// Model globs; `None` = every configured model.
+    pub models: Option<Vec<String>>,
+    /// Endpoint groups; `None` = the provider's whole allowlist.
+    pub endpoints: Option<Vec<String>>,
+    /// Epoch ms after which the key is refused.
+    pub expires_at: Option<i64>,
+    /// Epoch ms at which the key was revoked.
+    pub revoked_at: Option<i64>,
+    /// `admin`, `team_admin` or `viewer` for an admin key; `None` for a client key.
+    pub admin_role: Option<String>,
+}
+
+impl From<&ApiKeyRecord> for KeyAuth {
+    fn from(k: &ApiKeyRecord) -> Self {
+        KeyAuth {
+            id: k.id.clone(),
+            digest: k.digest.clone(),
+            user: k.user.clone(),
+            team: k.team.clone(),
+            models: k.models.clone(),
+            endpoints: k.endpoints.clone(),
+            expires_at: k.expires_at,
+            revoked_at: k.revoked_at,
+            admin_role: k.admin_role.clone(),
+        }
+    }
+}
+
 impl ApiKeyRecord {
     /// A client key with only its id and digest: no name, user, team, lists,
     /// expiry or history, empty metadata. The rest goes in by struct update.
@@ -341,12 +382,13 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
     /// A key by id.
     async fn get_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
-    /// The keys of these ids that exist, in no particular order (one read
-    /// for many: the key cache loads its misses in batches).
-    async fn get_keys(&self, ids: &[String]) -> Result<Vec<ApiKeyRecord>, StoreError> {
+    /// What authentication needs of the keys of these ids that exist, in no
+    /// particular order (one read for many: the key cache loads its misses
+    /// in batches).
+    async fn get_key_auths(&self, ids: &[String]) -> Result<Vec<KeyAuth>, StoreError> {
         let mut found = Vec::with_capacity(ids.len());
         for id in ids {
-            found.extend(self.get_key(id).await?);
+            found.extend(self.get_key(id).await?.as_ref().map(KeyAuth::from));
         }
         Ok(found)
     }

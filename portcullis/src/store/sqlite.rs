@@ -11,7 +11,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    ApiKeyRecord, AuditEvent, KeyPatch, ResourceQuery, ResourceRecord, Store, StoreError,
+    ApiKeyRecord, AuditEvent, KeyAuth, KeyPatch, ResourceQuery, ResourceRecord, Store, StoreError,
     UsageGroup, UsageRecord, UsageRow, UserRecord,
 };
 
@@ -185,6 +185,27 @@ fn key_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ApiKeyRecord, StoreErro
     })
 }
 
+/// The columns of [`KeyAuth`], in the order [`key_auth_from_row`] reads them.
+const KEY_AUTH_COLUMNS: &str =
+    "id, digest, user_id, team_id, models, endpoints, expires_at, revoked_at, admin_role";
+
+/// A [`KeyAuth`] from a row of [`KEY_AUTH_COLUMNS`], read by position (a
+/// name is looked up in the row's column map on every read).
+fn key_auth_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<KeyAuth, StoreError> {
+    let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+    Ok(KeyAuth {
+        id: row.try_get(0).map_err(get)?,
+        digest: row.try_get(1).map_err(get)?,
+        user: row.try_get(2).map_err(get)?,
+        team: row.try_get(3).map_err(get)?,
+        models: parse_list(row.try_get(4).map_err(get)?)?,
+        endpoints: parse_list(row.try_get(5).map_err(get)?)?,
+        expires_at: row.try_get(6).map_err(get)?,
+        revoked_at: row.try_get(7).map_err(get)?,
+        admin_role: row.try_get(8).map_err(get)?,
+    })
+}
+
 const USER_COLUMNS: &str = "id, issuer, subject, team_id, roles, disabled, first_seen, last_seen";
 
 fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<UserRecord, StoreError> {
@@ -344,7 +365,7 @@ fn key_select(n: usize) -> (&'static str, usize) {
                 let marks = vec!["?"; ids].join(", ");
                 (
                     ids,
-                    format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id IN ({marks})"),
+                    format!("SELECT {KEY_AUTH_COLUMNS} FROM api_keys WHERE id IN ({marks})"),
                 )
             })
             .collect()
@@ -593,7 +614,7 @@ impl Store for SqliteStore {
         Self::fetch_key(&mut conn, id).await
     }
 
-    async fn get_keys(&self, ids: &[String]) -> Result<Vec<ApiKeyRecord>, StoreError> {
+    async fn get_key_auths(&self, ids: &[String]) -> Result<Vec<KeyAuth>, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(unavailable)?;
         let mut found = Vec::with_capacity(ids.len());
         for (sql, chunk) in chunked(ids, key_select) {
@@ -602,7 +623,7 @@ impl Store for SqliteStore {
                 q = q.bind(id.as_str());
             }
             for row in q.fetch_all(&mut *conn).await.map_err(unavailable)? {
-                found.push(key_from_row(&row)?);
+                found.push(key_auth_from_row(&row)?);
             }
         }
         Ok(found)
@@ -734,13 +755,21 @@ impl Store for SqliteStore {
         let _one_writer = self.spend.writes.lock().await;
         let spend = {
             let pending = self.spend.lock();
-            if pending.entries == 0 {
-                return Ok(());
-            }
-            pending.with(&[])
+            (pending.entries > 0).then(|| pending.with(&[]))
         };
-        let tx = self.pool.begin().await.map_err(unavailable)?;
-        self.commit_spend(tx, &spend, Vec::new()).await
+        if let Some(spend) = spend {
+            let tx = self.pool.begin().await.map_err(unavailable)?;
+            self.commit_spend(tx, &spend, Vec::new()).await?;
+        }
+        // Moves the write-ahead log into the database file and empties it:
+        // the next start reads one file instead of replaying (and first
+        // checkpointing) a log that may hold every write since the last
+        // automatic checkpoint. A no-op for an in-memory database.
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn usage_summary(
@@ -1203,6 +1232,29 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(mark, "4");
+    }
+
+    #[tokio::test]
+    async fn flush_moves_the_write_ahead_log_into_the_database_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.db");
+        let store = SqliteStore::open(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        for i in 0..50 {
+            let mut k = ApiKeyRecord::new(format!("k{i:03}"), vec![7; 32]);
+            k.created_at = i;
+            store.insert_key(&k).await.unwrap();
+        }
+        let wal = dir.path().join("p.db-wal");
+        let size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        assert!(size() > 0, "the inserts are in the log");
+        store.flush().await.unwrap();
+        assert_eq!(size(), 0, "checkpointed and truncated");
+        assert_eq!(
+            store.get_key_auths(&["k007".to_owned()]).await.unwrap()[0],
+            crate::store::KeyAuth::from(&store.get_key("k007").await.unwrap().unwrap())
+        );
     }
 
     #[tokio::test]
