@@ -51,7 +51,7 @@ fn from_json_at(bytes: &[u8], nesting: usize) -> Option<Usage> {
     // `response` inside `response` is not a shape any provider sends; a bound
     // keeps a hostile document from recursing deep.
     const MAX_NESTING: usize = 4;
-    if let Some(u) = sole_top_level_usage(bytes).and_then(read_usage) {
+    if let Some(u) = sole_top_level_usage(bytes).and_then(read_whole_usage) {
         return Some(u);
     }
     let [usage, response] = top_level(bytes, [b"usage", b"response"])?;
@@ -130,14 +130,23 @@ fn top_level<'a, const N: usize>(doc: &'a [u8], keys: [&[u8]; N]) -> Option<[Opt
 
 /// The usage value at the start of `v` (an object, or `null`).
 fn read_usage(v: &[u8]) -> Option<Usage> {
-    plain_usage(v).unwrap_or_else(|| {
-        Option::<Usage>::deserialize(&mut serde_json::Deserializer::from_slice(v))
-            .ok()
-            .flatten()
-    })
+    plain_usage(v).unwrap_or_else(|| serde_usage(v))
 }
 
-/// The value of the top-level `usage` key, found without walking the whole
+/// [`read_usage`] of a value that is exactly one object or `null` (not cut
+/// from the rest of its document first: that would scan it again).
+fn read_whole_usage(v: &[u8]) -> Option<Usage> {
+    whole_plain_usage(v).unwrap_or_else(|| serde_usage(v))
+}
+
+fn serde_usage(v: &[u8]) -> Option<Usage> {
+    Option::<Usage>::deserialize(&mut serde_json::Deserializer::from_slice(v))
+        .ok()
+        .flatten()
+}
+
+/// The value of the top-level `usage` key (exactly that value: the object
+/// or `null`), found without walking the whole
 /// document, when that is certain: `"usage"` occurs once, as a key (after `{`
 /// or `,`: in JSON a quote inside a string is escaped), its value is an
 /// object or `null`, and what follows it closes the document's object.
@@ -182,7 +191,8 @@ fn sole_top_level_usage(doc: &[u8]) -> Option<&[u8]> {
     // be the document's last byte.
     let rest = &doc[start + len..];
     let close = unclosed_end(rest)?;
-    (rest[close] == b'}' && rest[close + 1..].iter().all(u8::is_ascii_whitespace)).then_some(value)
+    (rest[close] == b'}' && rest[close + 1..].iter().all(u8::is_ascii_whitespace))
+        .then_some(&value[..len])
 }
 
 /// The usage object at the start of `v` read without serde, when it has the
@@ -197,7 +207,14 @@ fn plain_usage(v: &[u8]) -> Option<Option<Usage>> {
         return Some(None);
     }
     // Only a whole object: serde refuses one cut short.
-    let v = &v[..object_len(v)?];
+    whole_plain_usage(&v[..object_len(v)?])
+}
+
+/// [`plain_usage`] of a value that is exactly one object or `null`.
+fn whole_plain_usage(v: &[u8]) -> Option<Option<Usage>> {
+    if literal_null(v) {
+        return Some(None);
+    }
     let [
         prompt,
         input,
@@ -593,7 +610,17 @@ mod tests {
     #[test]
     fn a_chat_completion_is_read_without_walking_it() {
         let doc = r#"{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"mock \"usage\": mock","refusal":null},"finish_reason":"stop"}],"usage":{"prompt_tokens":4,"completion_tokens":20,"total_tokens":24,"prompt_tokens_details":{"cached_tokens":0}},"service_tier":"default","system_fingerprint":"fp_mock"}"#;
-        assert!(sole_top_level_usage(doc.as_bytes()).is_some());
+        assert_eq!(
+            sole_top_level_usage(doc.as_bytes()),
+            Some(
+                &br#"{"prompt_tokens":4,"completion_tokens":20,"total_tokens":24,"prompt_tokens_details":{"cached_tokens":0}}"#[..]
+            ),
+            "exactly the usage object"
+        );
+        assert_eq!(
+            sole_top_level_usage(br#"{"a":1,"usage":null }"#),
+            Some(&b"null"[..])
+        );
         assert_eq!(
             tokens(from_json(doc.as_bytes())),
             Some((Some(4), Some(20), Some(0)))

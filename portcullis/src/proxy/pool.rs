@@ -343,11 +343,15 @@ impl PooledBody {
         }
         // The connection task has not yet taken up the end of the response
         // (another worker thread runs it): wait for it off the request path.
-        tokio::spawn(async move {
-            if tx.ready().await.is_ok() {
-                pool.put_back(tx);
-            }
-        });
+        // Without a runtime (a body dropped while it shuts down) the
+        // connection just closes.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if tx.ready().await.is_ok() {
+                    pool.put_back(tx);
+                }
+            });
+        }
     }
 }
 
