@@ -284,9 +284,9 @@ async fn read(shared: &Shared, ids: &[String]) -> Batch {
             for id in ids {
                 shared.reads.fetch_add(1, Ordering::Relaxed);
                 let one = store
-                    .get_key(id)
+                    .get_key_auths(std::slice::from_ref(id))
                     .await
-                    .map(|r| r.as_ref().map(|k| KeyEntry::of(&KeyAuth::from(k))));
+                    .map(|found| found.first().map(KeyEntry::of));
                 each.insert(id.clone(), one);
             }
             Batch::Each(each)

@@ -57,10 +57,9 @@ impl std::fmt::Debug for Pool {
 
 struct Inner {
     connector: Connector,
-    /// `scheme://authority/`: what the connector connects to.
+    /// `scheme://authority/`: what the connector connects to, and the
+    /// origin of HTTP/2 requests.
     origin: Uri,
-    scheme: http::uri::Scheme,
-    authority: http::uri::Authority,
     /// Idle HTTP/1.1 connections, the most recently used last.
     idle: Mutex<VecDeque<Idle>>,
     /// The HTTP/2 connection, when the origin negotiated `h2`.
@@ -101,8 +100,6 @@ impl Pool {
             inner: Arc::new(Inner {
                 connector,
                 origin,
-                scheme,
-                authority,
                 idle: Mutex::new(VecDeque::new()),
                 h2: Mutex::new(None),
                 max_idle,
@@ -238,8 +235,8 @@ impl Inner {
     /// `path_and_query` made absolute at the origin (HTTP/2 requests carry it).
     fn absolute(&self, path_and_query: Uri) -> Result<Uri, ApiError> {
         let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
+        parts.scheme = self.origin.scheme().cloned();
+        parts.authority = self.origin.authority().cloned();
         parts.path_and_query = path_and_query.path_and_query().cloned();
         Uri::from_parts(parts).map_err(|_| ApiError::InvalidPath("cannot form the upstream URL"))
     }
@@ -330,7 +327,7 @@ impl std::fmt::Debug for PooledBody {
 
 impl PooledBody {
     fn put_back_if_ended(&mut self) {
-        if self.back.is_none() || !self.body.is_end_stream() {
+        if !self.body.is_end_stream() {
             return;
         }
         let Some(Back { mut tx, pool }) = self.back.take() else {
@@ -396,15 +393,8 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn pool_for(port: u16, idle_timeout: Duration) -> Pool {
-        let mut http = HttpConnector::new_with_resolver(GuardedResolver::new(false));
-        http.enforce_http(false);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .expect("tls")
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
+        let connector =
+            super::super::upstream::connector(false, Duration::from_secs(5)).expect("connector");
         Pool::new(
             connector,
             http::uri::Scheme::HTTP,

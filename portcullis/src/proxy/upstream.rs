@@ -65,7 +65,8 @@ impl Upstream {
                 Some(v)
             }
         };
-        let host = p.base_url.parse::<http::Uri>().ok().and_then(|u| {
+        let parsed = p.base_url.parse::<http::Uri>().ok();
+        let host = parsed.as_ref().and_then(|u| {
             let host = u.host()?;
             let default = match u.scheme_str() {
                 Some("https") => Some(443),
@@ -79,10 +80,8 @@ impl Upstream {
                 _ => HeaderValue::from_str(host).ok(),
             }
         });
-        let (scheme, authority, base_path) = p
-            .base_url
-            .parse::<http::Uri>()
-            .ok()
+        let (scheme, authority, base_path) = parsed
+            .as_ref()
             .and_then(|u| {
                 let rest = &p.base_url[p.base_url.find("://")? + 3..];
                 let path = rest.find('/').map_or("", |i| &rest[i..]);
@@ -95,7 +94,8 @@ impl Upstream {
                 )
             })?;
         let pool = Pool::new(
-            connector_for(p)?,
+            connector(p.allow_link_local, p.timeouts.connect)
+                .map_err(|e| format!("TLS setup for provider `{}`: {e}", p.name))?,
             scheme,
             authority,
             MAX_IDLE_PER_PROVIDER,
@@ -172,16 +172,20 @@ impl Upstream {
 const MAX_IDLE_PER_PROVIDER: usize = 1024;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-fn connector_for(p: &ProviderConfig) -> Result<Connector, String> {
+/// TCP through the SSRF-guarded resolver (link-local and metadata addresses
+/// dropped unless allowed), then TLS for `https`, ALPN offering h2 and http/1.1.
+pub(super) fn connector(
+    allow_link_local: bool,
+    connect_timeout: Duration,
+) -> Result<Connector, rustls::Error> {
     let mut http =
-        HttpConnector::new_with_resolver(super::ssrf::GuardedResolver::new(p.allow_link_local));
+        HttpConnector::new_with_resolver(super::ssrf::GuardedResolver::new(allow_link_local));
     http.enforce_http(false);
     http.set_nodelay(true);
-    http.set_connect_timeout(Some(p.timeouts.connect));
+    http.set_connect_timeout(Some(connect_timeout));
     http.set_keepalive(Some(Duration::from_secs(60)));
     Ok(hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-        .map_err(|e| format!("TLS setup for provider `{}`: {e}", p.name))?
+        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
         .https_or_http()
         .enable_http1()
         .enable_http2()
