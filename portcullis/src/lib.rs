@@ -50,7 +50,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use http::HeaderValue;
@@ -166,25 +165,108 @@ fn new_request_id() -> Arc<str> {
 /// `x-request-id`, named once (a `&str` name is parsed on every lookup).
 const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
-/// The one middleware layer around every route: the request id (the
-/// client's or a new one, echoed on every answer), then authentication. One
-/// layer rather than two: each `from_fn` layer boxes and moves the whole
-/// request future once more.
-async fn front(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let id: Arc<str> = match req
-        .headers()
-        .get(X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(v) if valid_request_id(v) => Arc::from(v),
-        _ => new_request_id(),
-    };
-    req.extensions_mut().insert(RequestId(id.clone()));
-    let mut resp = authn::layer(&state, req, next).await;
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        resp.headers_mut().insert(X_REQUEST_ID, v);
+/// The gateway's HTTP service. Every request first goes through [`App::front`]
+/// (its request id, then authentication: deny by default, whatever the path),
+/// then to the proxy pipeline or to the route table.
+///
+/// The proxy routes are the hot path, so a request whose path the route table
+/// would certainly send to [`proxy::handle`] (see [`proxy_path`]) is handed to
+/// the pipeline directly: no route lookup, no boxed layer and handler futures,
+/// no path parameters copied (about a tenth of a request's instructions).
+/// Every other path, edge cases included, is decided by the route table,
+/// which still holds the proxy routes too.
+#[derive(Clone, Debug)]
+pub struct App {
+    state: AppState,
+    routes: Router,
+    proxy_shortcut: bool,
+}
+
+impl App {
+    /// Serves one request.
+    pub async fn call(self, req: Request) -> Response {
+        self.front(req).await
     }
-    resp
+
+    /// The request id (the client's or a new one, echoed on every answer),
+    /// then authentication, then [`App::dispatch`].
+    async fn front(&self, mut req: Request) -> Response {
+        let id: Arc<str> = match req
+            .headers()
+            .get(X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(v) if valid_request_id(v) => Arc::from(v),
+            _ => new_request_id(),
+        };
+        req.extensions_mut().insert(RequestId(id.clone()));
+        let mut resp = authn::layer(&self.state, req, |req| self.dispatch(req, &id)).await;
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            resp.headers_mut().insert(X_REQUEST_ID, v);
+        }
+        resp
+    }
+
+    /// An authenticated request: to the proxy pipeline when its path is
+    /// certainly a proxy route, else to the route table.
+    async fn dispatch(&self, req: Request, id: &Arc<str>) -> Response {
+        if self.proxy_shortcut
+            && proxy_path(req.uri().path())
+            && let Some(principal) = req.extensions().get::<authn::Principal>().cloned()
+        {
+            return proxy::serve(&self.state, principal, RequestId(id.clone()), req).await;
+        }
+        match tower::ServiceExt::oneshot(self.routes.clone(), req).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        }
+    }
+}
+
+impl<B> tower::Service<http::Request<B>> for App
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response, Self::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let app = self.clone();
+        Box::pin(async move { Ok(app.call(req.map(axum::body::Body::new)).await) })
+    }
+}
+
+/// The route table's paths under `/v1` and `/providers` (one place: [`router`]
+/// builds the table from them, and a test checks [`proxy_path`] against a
+/// table built from them).
+mod paths {
+    pub const MODELS: &str = "/v1/models";
+    pub const MODEL: &str = "/v1/models/{*id}";
+    pub const V1: &str = "/v1/{*rest}";
+    pub const NATIVE: &str = "/providers/{provider}/{*rest}";
+}
+
+/// True when the route table would certainly send `path` to the proxy
+/// handler: `/v1/{*rest}` other than the models routes, or
+/// `/providers/{provider}/{*rest}`, each part non-empty. Anything less
+/// certain is left to the route table.
+pub fn proxy_path(path: &str) -> bool {
+    if let Some(rest) = path.strip_prefix("/v1/") {
+        return !rest.is_empty() && rest != "models" && !rest.starts_with("models/");
+    }
+    path.strip_prefix("/providers/")
+        .and_then(|after| after.find('/').map(|i| (i, &after[i + 1..])))
+        .is_some_and(|(i, rest)| i > 0 && !rest.is_empty())
 }
 
 async fn healthz() -> Response {
@@ -212,38 +294,116 @@ async fn models_method() -> Response {
 /// The whole HTTP surface. Authentication wraps every route; only
 /// [`authn::PUBLIC_ROUTES`] pass without a credential. With `admin.listen`
 /// set, the admin API is not part of it (see [`admin_router`]).
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState) -> App {
     let mut app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route(
-            "/v1/models",
+            paths::MODELS,
             get(proxy::list_models).fallback(models_method),
         )
-        .route(
-            "/v1/models/{*id}",
-            get(proxy::get_model).fallback(models_method),
-        )
-        .route("/v1/{*rest}", any(proxy::handle))
-        .route("/providers/{provider}/{*rest}", any(proxy::handle));
+        .route(paths::MODEL, get(proxy::get_model).fallback(models_method))
+        .route(paths::V1, any(proxy::handle))
+        .route(paths::NATIVE, any(proxy::handle));
     if state.config.admin.listen.is_none() {
         app = app.nest("/admin", admin::router());
     }
-    layered(app, state)
+    layered(app, state, true)
 }
 
 /// The admin API alone (and the health checks), for `admin.listen`.
-pub fn admin_router(state: AppState) -> Router {
+pub fn admin_router(state: AppState) -> App {
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .nest("/admin", admin::router());
-    layered(app, state)
+    layered(app, state, false)
 }
 
-fn layered(app: Router<AppState>, state: AppState) -> Router {
-    app.fallback(not_found)
+fn layered(app: Router<AppState>, state: AppState, proxy_shortcut: bool) -> App {
+    let routes = app
+        .fallback(not_found)
         .method_not_allowed_fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), front))
-        .with_state(state)
+        .with_state(state.clone());
+    App {
+        state,
+        routes,
+        proxy_shortcut,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Every path the shortcut takes is one the route table sends to the
+    /// proxy handler (matched by axum's own router on the same paths), and
+    /// the ordinary proxy paths do take it.
+    #[tokio::test]
+    async fn the_proxy_shortcut_takes_only_paths_the_route_table_sends_to_the_proxy() {
+        let mark = |name: &'static str| move || async move { name };
+        let table: Router = Router::new()
+            .route("/healthz", get(mark("other")))
+            .route(paths::MODELS, get(mark("other")).fallback(mark("other")))
+            .route(paths::MODEL, get(mark("other")).fallback(mark("other")))
+            .route(paths::V1, any(mark("proxy")))
+            .route(paths::NATIVE, any(mark("proxy")))
+            .nest("/admin", Router::new().route("/keys", get(mark("other"))))
+            .fallback(mark("other"));
+        let paths = [
+            "/v1/chat/completions",
+            "/v1/files/file-1/content",
+            "/v1/x",
+            "/v1//x",
+            "/v1/models",
+            "/v1/models/",
+            "/v1/models/gpt-4o",
+            "/v1/models/a/b",
+            "/v1/modelsx",
+            "/v1/",
+            "/v1",
+            "/v1/%2e%2e/admin/keys",
+            "/v1/chat/completions/",
+            "/providers/openai/v1/chat/completions",
+            "/providers/openai/x",
+            "/providers/openai/",
+            "/providers/openai",
+            "/providers//x",
+            "/providers/",
+            "/providers",
+            "/admin/keys",
+            "/healthz",
+            "/",
+        ];
+        for path in paths {
+            let resp = tower::ServiceExt::oneshot(
+                table.clone(),
+                http::Request::builder()
+                    .method("POST")
+                    .uri(path)
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+            let body = axum::body::to_bytes(resp.into_body(), 64).await.unwrap();
+            if proxy_path(path) {
+                assert_eq!(
+                    &body[..],
+                    b"proxy",
+                    "{path}: the shortcut takes it, the table does not"
+                );
+            }
+        }
+        for path in [
+            "/v1/chat/completions",
+            "/v1/responses",
+            "/v1/files/file-1",
+            "/v1/modelsx",
+            "/providers/anthropic/v1/messages",
+        ] {
+            assert!(proxy_path(path), "{path}");
+        }
+    }
 }

@@ -16,7 +16,6 @@ use hyper_util::server::graceful::Watcher;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
-use tower::ServiceExt;
 
 use crate::accounting::ledger::{self, Ledger, LedgerWriter};
 use crate::authn::audit::{AuditLog, AuditWriter};
@@ -293,7 +292,7 @@ async fn serve_connection<S>(
     stream: S,
     peer: SocketAddr,
     cert: Option<PeerCertificate>,
-    app: axum::Router,
+    app: crate::App,
     watcher: Watcher,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -303,7 +302,8 @@ async fn serve_connection<S>(
         if let Some(cert) = &cert {
             req.extensions_mut().insert(cert.clone());
         }
-        app.clone().oneshot(req)
+        let app = app.clone();
+        async move { Ok::<_, std::convert::Infallible>(app.call(req.map(axum::body::Body::new)).await) }
     });
     let conn = builder
         .serve_connection(TokioIo::new(stream), svc)

@@ -30,7 +30,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::HeaderMap;
 use moka::sync::Cache;
@@ -625,12 +624,17 @@ fn query_has_credential(q: &str) -> bool {
 }
 
 /// Authentication around every route: the second half of the gateway's one
-/// middleware layer (see `crate::router`), after the request id is set.
-pub async fn layer(state: &AppState, mut req: Request, next: Next) -> Response {
+/// front step (see `crate::App`), after the request id is set. `next` is
+/// where an authenticated request goes (the proxy or the route table).
+pub async fn layer<N, F>(state: &AppState, mut req: Request, next: N) -> Response
+where
+    N: FnOnce(Request) -> F,
+    F: Future<Output = Response>,
+{
     let authn = &state.authn;
     if authn.is_public(req.uri().path()) {
         req.extensions_mut().insert(authn.anonymous.clone());
-        return next.run(req).await;
+        return next(req).await;
     }
     let peer = req
         .extensions()
@@ -673,7 +677,7 @@ pub async fn layer(state: &AppState, mut req: Request, next: Next) -> Response {
             })
     };
     let refusal = match result {
-        Ok(()) => return next.run(req).await,
+        Ok(()) => return next(req).await,
         Err(r) => r,
     };
     let e = &refusal.error;

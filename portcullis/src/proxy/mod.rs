@@ -29,11 +29,22 @@ use crate::authz::{self, Permit, RouteFacts, RouteRequest, Surface};
 use crate::error::{ApiError, error_body};
 use crate::limits::{self, estimate};
 
-/// `/v1/*` and `/providers/{name}/*`: authorize, forward, meter.
+/// `/v1/*` and `/providers/{name}/*` in the route table: [`serve`].
 pub async fn handle(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Extension(rid): Extension<RequestId>,
+    req: Request,
+) -> Response {
+    serve(&state, principal, rid, req).await
+}
+
+/// `/v1/*` and `/providers/{name}/*`: authorize, forward, meter. Reached from
+/// the route table ([`handle`]) or straight from [`crate::App`].
+pub async fn serve(
+    state: &AppState,
+    principal: Principal,
+    rid: RequestId,
     req: Request,
 ) -> Response {
     let (parts, body) = req.into_parts();
@@ -45,11 +56,11 @@ pub async fn handle(
         &principal,
     );
     let mut facts = RouteFacts::default();
-    let result = pipeline(&state, principal, &parts, body, &mut facts, &mut meter).await;
+    let result = pipeline(state, principal, &parts, body, &mut facts, &mut meter).await;
     meter.route(facts);
     match result {
         Ok(Outcome::Forwarded(permit, plan, upstream, admitted)) => {
-            respond(&state, &permit, &plan, upstream, meter, admitted).await
+            respond(state, &permit, &plan, upstream, meter, admitted).await
         }
         Ok(Outcome::Answered(resp)) => {
             meter.first_byte();
