@@ -230,7 +230,7 @@ async fn respond(
     admitted: Admitted,
 ) -> Response {
     meter.first_byte();
-    let (parts, body) = upstream.into_parts();
+    let (mut parts, body) = upstream.into_parts();
     let status = parts.status;
     let idle = permit.provider().timeouts.idle;
     if status.is_client_error() || status.is_server_error() {
@@ -256,7 +256,8 @@ async fn respond(
     }
     let mut resp = Response::new(Body::new(body));
     *resp.status_mut() = status;
-    upstream::forward_response_headers(&parts.headers, resp.headers_mut());
+    upstream::sanitize_response_headers(&mut parts.headers);
+    *resp.headers_mut() = std::mem::take(&mut parts.headers);
     if strip {
         resp.headers_mut().remove(header::CONTENT_LENGTH);
     }

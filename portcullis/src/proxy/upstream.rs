@@ -143,7 +143,7 @@ impl Upstream {
             headers.insert(header::AUTHORIZATION, v.clone());
         }
         if let Some(v) = request_id.and_then(|r| HeaderValue::from_str(r).ok()) {
-            headers.insert(HeaderName::from_static("x-request-id"), v);
+            headers.insert(X_REQUEST_ID, v);
         }
         match tokio::time::timeout(p.timeouts.first_byte, self.pool.send(req)).await {
             Err(_) => Err(ApiError::UpstreamTimeout("first byte")),
@@ -260,25 +260,34 @@ pub fn forward_request_headers(from: &HeaderMap, to: &mut HeaderMap) {
     }
 }
 
-/// Copies the provider's response headers that may go to the client. The
-/// provider's own `x-request-id` is kept as `x-upstream-request-id`.
-pub fn forward_response_headers(from: &HeaderMap, to: &mut HeaderMap) {
-    let connection = from.contains_key(header::CONNECTION);
-    for (name, value) in from {
-        if RESPONSE_DENY.contains(&name.as_str()) || (connection && named_in_connection(from, name))
-        {
-            continue;
-        }
-        if name.as_str() == "x-request-id" {
-            to.insert(
-                HeaderName::from_static("x-upstream-request-id"),
-                value.clone(),
-            );
-            continue;
-        }
-        to.append(name.clone(), value.clone());
+/// Keeps, in place, the provider's response headers that may go to the
+/// client: drops hop-by-hop headers, those the `Connection` header names and
+/// cookies, and keeps the provider's own `x-request-id` as
+/// `x-upstream-request-id`. In place rather than copied into a new map: the
+/// answer's few headers then are neither hashed nor stored a second time.
+pub fn sanitize_response_headers(headers: &mut HeaderMap) {
+    let connection = headers.contains_key(header::CONNECTION);
+    // One pass over the names finds what to drop (usually nothing, and then
+    // nothing is allocated).
+    let dropped: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            RESPONSE_DENY.contains(&name.as_str())
+                || (connection && named_in_connection(headers, name))
+        })
+        .cloned()
+        .collect();
+    for name in dropped {
+        headers.remove(name);
+    }
+    let upstream_id = headers.remove(X_REQUEST_ID);
+    if let Some(v) = upstream_id {
+        headers.insert(X_UPSTREAM_REQUEST_ID, v);
     }
 }
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-request-id");
 
 /// Copies the rate-limit hints of a provider's error response (`retry-after`,
 /// `retry-after-ms`, `x-ratelimit-*`), so that SDKs back off as the provider asks.
