@@ -51,7 +51,7 @@ fn from_json_at(bytes: &[u8], nesting: usize) -> Option<Usage> {
     // `response` inside `response` is not a shape any provider sends; a bound
     // keeps a hostile document from recursing deep.
     const MAX_NESTING: usize = 4;
-    if let Some(u) = sole_top_level_usage(bytes).and_then(read_whole_usage) {
+    if let Some(u) = sole_top_level_usage(bytes) {
         return Some(u);
     }
     let [usage, response] = top_level(bytes, [b"usage", b"response"])?;
@@ -67,7 +67,29 @@ fn from_json_at(bytes: &[u8], nesting: usize) -> Option<Usage> {
 /// occurrence of each of `keys` among the keys of the top-level object of
 /// `doc`; `None` when `doc` does not start with an object. Structure only:
 /// nothing else of the document is checked.
-fn top_level<'a, const N: usize>(doc: &'a [u8], keys: [&[u8]; N]) -> Option<[Option<&'a [u8]>; N]> {
+fn top_level<'a, const N: usize>(doc: &'a [u8], keys: [&[u8]; N]) -> Option<Fields<'a, N>> {
+    walk_top_level(doc, keys, false).map(|(found, _)| found)
+}
+
+/// The values [`top_level`] found, one per key (each from its first byte to
+/// the end of the document).
+type Fields<'a, const N: usize> = [Option<&'a [u8]>; N];
+
+/// [`top_level`], walked on to the object's closing bracket: also the index
+/// of that bracket (`None` when the object is not closed), so that a caller
+/// needing the object's extent does not walk it a second time.
+fn top_level_to_end<'a, const N: usize>(
+    doc: &'a [u8],
+    keys: [&[u8]; N],
+) -> Option<(Fields<'a, N>, Option<usize>)> {
+    walk_top_level(doc, keys, true)
+}
+
+fn walk_top_level<'a, const N: usize>(
+    doc: &'a [u8],
+    keys: [&[u8]; N],
+    to_end: bool,
+) -> Option<(Fields<'a, N>, Option<usize>)> {
     let skip_ws = |mut i: usize| {
         while doc.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
             i += 1;
@@ -79,6 +101,7 @@ fn top_level<'a, const N: usize>(doc: &'a [u8], keys: [&[u8]; N]) -> Option<[Opt
         return None;
     }
     let mut found = [None; N];
+    let mut end = None;
     let mut depth = 0usize;
     // The next string at depth 1 is a key (after `{` or `,`), not a value.
     let mut key_next = false;
@@ -100,7 +123,7 @@ fn top_level<'a, const N: usize>(doc: &'a [u8], keys: [&[u8]; N]) -> Option<[Opt
                         }
                         let value = skip_ws(colon + 1);
                         found[k] = doc.get(value..);
-                        if found.iter().all(Option::is_some) {
+                        if !to_end && found.iter().all(Option::is_some) {
                             break;
                         }
                     }
@@ -113,6 +136,7 @@ fn top_level<'a, const N: usize>(doc: &'a [u8], keys: [&[u8]; N]) -> Option<[Opt
             }
             b'}' | b']' => {
                 if depth <= 1 {
+                    end = Some(i);
                     break; // the top-level object ends
                 }
                 depth -= 1;
@@ -125,18 +149,12 @@ fn top_level<'a, const N: usize>(doc: &'a [u8], keys: [&[u8]; N]) -> Option<[Opt
             _ => i += 1,
         }
     }
-    Some(found)
+    Some((found, end))
 }
 
 /// The usage value at the start of `v` (an object, or `null`).
 fn read_usage(v: &[u8]) -> Option<Usage> {
     plain_usage(v).unwrap_or_else(|| serde_usage(v))
-}
-
-/// [`read_usage`] of a value that is exactly one object or `null` (not cut
-/// from the rest of its document first: that would scan it again).
-fn read_whole_usage(v: &[u8]) -> Option<Usage> {
-    whole_plain_usage(v).unwrap_or_else(|| serde_usage(v))
 }
 
 fn serde_usage(v: &[u8]) -> Option<Usage> {
@@ -145,16 +163,16 @@ fn serde_usage(v: &[u8]) -> Option<Usage> {
         .flatten()
 }
 
-/// The value of the top-level `usage` key (exactly that value: the object
-/// or `null`), found without walking the whole
-/// document, when that is certain: `"usage"` occurs once, as a key (after `{`
-/// or `,`: in JSON a quote inside a string is escaped), its value is an
-/// object or `null`, and what follows it closes the document's object.
-/// `None` otherwise; [`top_level`] then walks the document. Chat and
-/// completion responses end with their usage, so this reads the last few
-/// dozen bytes instead of every string of the answer (the walk was the
-/// largest cost of reading usage).
-fn sole_top_level_usage(doc: &[u8]) -> Option<&[u8]> {
+/// The top-level `usage` object, read without walking the whole document,
+/// when that is certain: `"usage"` occurs once, as a key (after `{` or `,`: in
+/// JSON a quote inside a string is escaped), its value is an object, and what
+/// follows it closes the document's object. `None` otherwise (a `null` usage
+/// included); [`top_level`] then walks the document. Chat and completion
+/// responses end with their usage, so this reads the usage object and the
+/// bytes after it instead of every string of the answer (the walk was the
+/// largest cost of reading usage), and the usage object once: its fields and
+/// its extent come from one walk.
+fn sole_top_level_usage(doc: &[u8]) -> Option<Usage> {
     static KEY: std::sync::LazyLock<memmem::Finder<'static>> =
         std::sync::LazyLock::new(|| memmem::Finder::new(b"\"usage\""));
     // Two forward searches (the first occurrence, then none after it): the
@@ -180,19 +198,19 @@ fn sole_top_level_usage(doc: &[u8]) -> Option<&[u8]> {
     }
     let start = skip_ws(colon + 1);
     let value = &doc[start..];
-    let len = if literal_null(value) {
-        4
-    } else if value.first() == Some(&b'{') {
-        object_len(value)?
-    } else {
+    if value.first() != Some(&b'{') {
         return None;
-    };
+    }
+    let (fields, end) = top_level_to_end(value, USAGE_FIELDS)?;
+    let len = end? + 1;
     // The rest must close exactly the object the key is in, and that must
     // be the document's last byte.
     let rest = &doc[start + len..];
     let close = unclosed_end(rest)?;
-    (rest[close] == b'}' && rest[close + 1..].iter().all(u8::is_ascii_whitespace))
-        .then_some(&value[..len])
+    if rest[close] != b'}' || !rest[close + 1..].iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    plain_usage_of(fields).unwrap_or_else(|| serde_usage(&value[..len]))
 }
 
 /// The usage object at the start of `v` read without serde, when it has the
@@ -215,6 +233,22 @@ fn whole_plain_usage(v: &[u8]) -> Option<Option<Usage>> {
     if literal_null(v) {
         return Some(None);
     }
+    plain_usage_of(top_level(v, USAGE_FIELDS)?)
+}
+
+/// The fields a usage object may count in, each under either of its names
+/// (chat completions, then responses); read by [`plain_usage_of`].
+const USAGE_FIELDS: [&[u8]; 6] = [
+    b"prompt_tokens",
+    b"input_tokens",
+    b"completion_tokens",
+    b"output_tokens",
+    b"prompt_tokens_details",
+    b"input_tokens_details",
+];
+
+/// [`plain_usage`] from the values of an object's [`USAGE_FIELDS`].
+fn plain_usage_of(fields: [Option<&[u8]>; 6]) -> Option<Option<Usage>> {
     let [
         prompt,
         input,
@@ -222,17 +256,7 @@ fn whole_plain_usage(v: &[u8]) -> Option<Option<Usage>> {
         output,
         prompt_details,
         input_details,
-    ] = top_level(
-        v,
-        [
-            b"prompt_tokens",
-            b"input_tokens",
-            b"completion_tokens",
-            b"output_tokens",
-            b"prompt_tokens_details",
-            b"input_tokens_details",
-        ],
-    )?;
+    ] = fields;
     fn one<'a>(a: Option<&'a [u8]>, b: Option<&'a [u8]>) -> Option<Option<&'a [u8]>> {
         match (a, b) {
             (Some(_), Some(_)) => None, // serde's duplicate field: let it refuse
@@ -611,16 +635,23 @@ mod tests {
     fn a_chat_completion_is_read_without_walking_it() {
         let doc = r#"{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"mock \"usage\": mock","refusal":null},"finish_reason":"stop"}],"usage":{"prompt_tokens":4,"completion_tokens":20,"total_tokens":24,"prompt_tokens_details":{"cached_tokens":0}},"service_tier":"default","system_fingerprint":"fp_mock"}"#;
         assert_eq!(
-            sole_top_level_usage(doc.as_bytes()),
-            Some(
-                &br#"{"prompt_tokens":4,"completion_tokens":20,"total_tokens":24,"prompt_tokens_details":{"cached_tokens":0}}"#[..]
-            ),
-            "exactly the usage object"
+            tokens(sole_top_level_usage(doc.as_bytes())),
+            Some((Some(4), Some(20), Some(0))),
+            "read from the usage object alone"
         );
+        // Keys after the usage object are fine when they close the document's object.
         assert_eq!(
-            sole_top_level_usage(br#"{"a":1,"usage":null }"#),
-            Some(&b"null"[..])
+            tokens(sole_top_level_usage(
+                br#"{"usage":{"prompt_tokens":1},"b":[2]}"#
+            )),
+            Some((Some(1), None, None))
         );
+        // A `null` usage, a usage object not at the top level, or a document
+        // not closed after it, is left to the walk.
+        assert!(sole_top_level_usage(br#"{"a":1,"usage":null }"#).is_none());
+        assert!(sole_top_level_usage(br#"{"a":{"usage":{"prompt_tokens":1}},"b":2}"#).is_none());
+        assert!(sole_top_level_usage(br#"{"usage":{"prompt_tokens":1}"#).is_none());
+        assert!(sole_top_level_usage(br#"{"usage":{"prompt_tokens":1"#).is_none());
         assert_eq!(
             tokens(from_json(doc.as_bytes())),
             Some((Some(4), Some(20), Some(0)))
