@@ -163,11 +163,11 @@ fn new_request_id() -> Arc<str> {
 }
 
 /// `x-request-id`, named once (a `&str` name is parsed on every lookup).
-const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+pub(crate) const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
-/// The gateway's HTTP service. Every request first goes through [`App::front`]
-/// (its request id, then authentication: deny by default, whatever the path),
-/// then to the proxy pipeline or to the route table.
+/// The gateway's HTTP service. Every request first gets its request id and
+/// then authentication (deny by default, whatever the path) in [`App::call`],
+/// then goes to the proxy pipeline or to the route table.
 ///
 /// The proxy routes are the hot path, so a request whose path the route table
 /// would certainly send to [`proxy::handle`] (see [`proxy_path`]) is handed to
@@ -183,14 +183,9 @@ pub struct App {
 }
 
 impl App {
-    /// Serves one request.
-    pub async fn call(self, req: Request) -> Response {
-        self.front(req).await
-    }
-
-    /// The request id (the client's or a new one, echoed on every answer),
-    /// then authentication, then [`App::dispatch`].
-    async fn front(&self, mut req: Request) -> Response {
+    /// Serves one request: its request id (the client's or a new one, echoed
+    /// on every answer), then authentication, then [`App::dispatch`].
+    pub async fn call(self, mut req: Request) -> Response {
         let id: Arc<str> = match req
             .headers()
             .get(X_REQUEST_ID)
@@ -220,29 +215,6 @@ impl App {
             Ok(resp) => resp,
             Err(never) => match never {},
         }
-    }
-}
-
-impl<B> tower::Service<http::Request<B>> for App
-where
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<axum::BoxError>,
-{
-    type Response = Response;
-    type Error = std::convert::Infallible;
-    type Future =
-        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response, Self::Error>> + Send>>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let app = self.clone();
-        Box::pin(async move { Ok(app.call(req.map(axum::body::Body::new)).await) })
     }
 }
 

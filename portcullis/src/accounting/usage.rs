@@ -75,16 +75,9 @@ fn top_level<'a, const N: usize>(doc: &'a [u8], keys: [&[u8]; N]) -> Option<Fiel
 /// the end of the document).
 type Fields<'a, const N: usize> = [Option<&'a [u8]>; N];
 
-/// [`top_level`], walked on to the object's closing bracket: also the index
-/// of that bracket (`None` when the object is not closed), so that a caller
-/// needing the object's extent does not walk it a second time.
-fn top_level_to_end<'a, const N: usize>(
-    doc: &'a [u8],
-    keys: [&[u8]; N],
-) -> Option<(Fields<'a, N>, Option<usize>)> {
-    walk_top_level(doc, keys, true)
-}
-
+/// [`top_level`]; with `to_end`, walked on to the object's closing bracket
+/// whatever it found, and also the index of that bracket (`None` when the
+/// object is not closed).
 fn walk_top_level<'a, const N: usize>(
     doc: &'a [u8],
     keys: [&[u8]; N],
@@ -198,11 +191,7 @@ fn sole_top_level_usage(doc: &[u8]) -> Option<Usage> {
     }
     let start = skip_ws(colon + 1);
     let value = &doc[start..];
-    if value.first() != Some(&b'{') {
-        return None;
-    }
-    let (fields, end) = top_level_to_end(value, USAGE_FIELDS)?;
-    let len = end? + 1;
+    let (fields, len) = usage_object(value)?;
     // The rest must close exactly the object the key is in, and that must
     // be the document's last byte.
     let rest = &doc[start + len..];
@@ -224,16 +213,16 @@ fn plain_usage(v: &[u8]) -> Option<Option<Usage>> {
     if literal_null(v) {
         return Some(None);
     }
-    // Only a whole object: serde refuses one cut short.
-    whole_plain_usage(&v[..object_len(v)?])
+    let (fields, _) = usage_object(v)?;
+    plain_usage_of(fields)
 }
 
-/// [`plain_usage`] of a value that is exactly one object or `null`.
-fn whole_plain_usage(v: &[u8]) -> Option<Option<Usage>> {
-    if literal_null(v) {
-        return Some(None);
-    }
-    plain_usage_of(top_level(v, USAGE_FIELDS)?)
+/// The [`USAGE_FIELDS`] of the object that starts `v`, and its length, from
+/// one walk; `None` when `v` does not start with a whole object (serde
+/// refuses one cut short).
+fn usage_object(v: &[u8]) -> Option<(Fields<'_, 6>, usize)> {
+    let (fields, end) = walk_top_level(v, USAGE_FIELDS, true)?;
+    Some((fields, end? + 1))
 }
 
 /// The fields a usage object may count in, each under either of its names
@@ -248,7 +237,7 @@ const USAGE_FIELDS: [&[u8]; 6] = [
 ];
 
 /// [`plain_usage`] from the values of an object's [`USAGE_FIELDS`].
-fn plain_usage_of(fields: [Option<&[u8]>; 6]) -> Option<Option<Usage>> {
+fn plain_usage_of(fields: Fields<'_, 6>) -> Option<Option<Usage>> {
     let [
         prompt,
         input,
@@ -297,15 +286,6 @@ fn count(v: Option<&[u8]>) -> Option<Option<u64>> {
         .parse()
         .ok()
         .map(Some)
-}
-
-/// The length of the object or array that starts `v`, through its closing
-/// bracket; `None` when it is not closed.
-fn object_len(v: &[u8]) -> Option<usize> {
-    if !matches!(v.first(), Some(b'{' | b'[')) {
-        return None;
-    }
-    unclosed_end(&v[1..]).map(|at| at + 2)
 }
 
 /// The index of the first closing bracket of `v` that nothing in `v` opened

@@ -11,6 +11,7 @@ use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use super::pool::{Connector, Pool, UpstreamResponse};
+use crate::X_REQUEST_ID;
 use crate::config::{Config, ProviderConfig};
 use crate::error::ApiError;
 
@@ -286,7 +287,6 @@ pub fn sanitize_response_headers(headers: &mut HeaderMap) {
     }
 }
 
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-request-id");
 
 /// Copies the rate-limit hints of a provider's error response (`retry-after`,
