@@ -277,6 +277,12 @@ impl MockProvider {
         self.shared.count.load(Ordering::Relaxed)
     }
 
+    /// TCP connections the mock has accepted since start: how a test sees
+    /// whether a client reuses its keep-alive connections.
+    pub fn connection_count(&self) -> usize {
+        self.shared.connections.load(Ordering::Relaxed)
+    }
+
     /// The recorded requests, oldest first (empty when recording is off).
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.recorded()

@@ -25,6 +25,8 @@ pub(crate) struct Shared {
     pub opts: MockOptions,
     /// Requests that reached the mock (excluding `/healthz`, `/__mock/*`).
     pub count: AtomicUsize,
+    /// Connections accepted since start (not reset by `clear`).
+    pub connections: AtomicUsize,
     recorded: Mutex<Vec<RecordedRequest>>,
     store: Mutex<Store>,
     /// `"mock mock … mock"` with `opts.chunks` words.
@@ -67,6 +69,7 @@ impl Shared {
         Self {
             opts,
             count: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
             recorded: Mutex::new(Vec::new()),
             store: Mutex::new(Store::default()),
             words,

@@ -428,6 +428,36 @@ async fn a_valid_request_id_is_kept_and_an_invalid_one_replaced() {
 }
 
 #[tokio::test]
+async fn streamed_and_plain_answers_leave_their_upstream_connection_for_the_next_request() {
+    // A streamed answer is chunked: its end is known only once read, and the
+    // connection must go back to the pool then (not close), or every stream
+    // pays a new connection (a TLS handshake to a real provider).
+    let h = Harness::start().await;
+    let key = h.key().await;
+    for i in 0..3 {
+        let resp = h.chat(&key, stream_body("gpt-4o-mini")).await;
+        assert_eq!(resp.status(), 200);
+        assert!(resp.text().await.unwrap().contains("[DONE]"), "stream {i}");
+        // The pool takes a connection back a moment after its body's end.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let plain = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+    for i in 0..2 {
+        let resp = h.chat(&key, plain.clone()).await;
+        assert_eq!(resp.status(), 200, "plain {i}");
+        resp.bytes().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(h.mock.request_count(), 5);
+    assert_eq!(
+        h.mock.connection_count(),
+        1,
+        "one upstream connection for five sequential requests"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn streamed_chunks_reach_the_client_as_the_provider_sends_them() {
     // 200 ms between events, 20 content chunks: the provider needs > 4 s.
     let h = Harness::start_with(slow_stream(200)).await;

@@ -326,10 +326,16 @@ impl std::fmt::Debug for PooledBody {
 }
 
 impl PooledBody {
+    /// Puts the connection back if the body is known to be read to its end
+    /// (a sized body whose bytes have all come).
     fn put_back_if_ended(&mut self) {
-        if !self.body.is_end_stream() {
-            return;
+        if self.body.is_end_stream() {
+            self.put_back();
         }
+    }
+
+    /// Puts the connection back: its response has been read to the end.
+    fn put_back(&mut self) {
         let Some(Back { mut tx, pool }) = self.back.take() else {
             return;
         };
@@ -361,8 +367,13 @@ impl Body for PooledBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None | Some(Ok(_)))) {
-            self.put_back_if_ended();
+        match polled {
+            // The end, whatever the framing. A chunked body (an SSE stream)
+            // is never `is_end_stream` before it, nor after it: hyper knows
+            // its end only once read.
+            Poll::Ready(None) => self.put_back(),
+            Poll::Ready(Some(Ok(_))) => self.put_back_if_ended(),
+            _ => {}
         }
         polled
     }
@@ -543,6 +554,55 @@ mod tests {
         assert_eq!(pool.idle_count(), 0, "the reaper dropped it");
         read(pool.send(get("/a")).await.expect("send")).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_sent_slowly_is_read_whole_and_its_connection_reused() {
+        // Chunks sent apart in time, then the last chunk: the body ends only
+        // when the connection has read it, and the connection comes back.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    loop {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                        let head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+                        if sock.write_all(head).await.is_err() {
+                            return;
+                        }
+                        for part in ["one", "two", "three"] {
+                            tokio::time::sleep(Duration::from_millis(30)).await;
+                            let chunk = format!("{:x}\r\n{part}\r\n", part.len());
+                            if sock.write_all(chunk.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                        if sock.write_all(b"0\r\n\r\n").await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let pool = pool_for(port, Duration::from_secs(90));
+        for _ in 0..3 {
+            let resp = pool.send(get("/s")).await.expect("send");
+            assert_eq!(read(resp).await, "onetwothree");
+            // The connection may come back a moment after its body's end.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection, reused");
+        assert_eq!(pool.idle_count(), 1);
     }
 
     #[tokio::test]
