@@ -60,15 +60,19 @@ struct Pending {
 }
 
 impl Pending {
-    fn add(&mut self, spend: Vec<(String, i64, i64)>) {
+    fn add(&mut self, spend: &[SubjectSpend<'_>]) {
         if !spend.is_empty() {
             self.oldest.get_or_insert_with(Instant::now);
         }
-        for (subject, day, cost) in spend {
-            // The subject's string moves in when it is new; no copy per batch.
-            let days = match self.by_subject.get_mut(subject.as_str()) {
+        // Each name is spelled into one buffer to be looked up, and copied
+        // only when the subject is new: with thousands of keys in use, most
+        // records of a batch are a subject of their own.
+        let mut buf = String::new();
+        for &(subject, day, cost) in spend {
+            let name = subject.name_into(&mut buf);
+            let days = match self.by_subject.get_mut(name) {
                 Some(days) => days,
-                None => self.by_subject.entry(subject).or_default(),
+                None => self.by_subject.entry(name.to_owned()).or_default(),
             };
             match days.iter_mut().find(|(d, _)| *d == day) {
                 Some((_, c)) => *c = c.saturating_add(cost),
@@ -90,12 +94,12 @@ impl Pending {
     }
 
     /// Everything pending plus `batch`, one row per subject and day.
-    fn with(&self, batch: &[(String, i64, i64)]) -> Vec<(String, i64, i64)> {
+    fn with(&self, batch: &[SubjectSpend<'_>]) -> Vec<(String, i64, i64)> {
         let mut all = Pending {
             by_subject: self.by_subject.clone(),
             ..Pending::default()
         };
-        all.add(batch.to_vec());
+        all.add(batch);
         all.by_subject
             .into_iter()
             .flat_map(|(s, days)| days.into_iter().map(move |(d, c)| (s.clone(), d, c)))
@@ -226,11 +230,36 @@ fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<UserRecord, StoreError
 
 const DAY_MS: i64 = 86_400_000;
 
-/// Charged spend of `records` per budget subject (as [`Store::spend_since`]
-/// names them) and UTC day.
-fn daily_spend(records: &[UsageRecord]) -> Vec<(String, i64, i64)> {
-    // Keyed by borrowed parts; the subject names are formatted once per distinct subject.
-    let mut sums: std::collections::BTreeMap<(&str, &str, i64), i64> =
+/// A budget subject as [`Store::spend_since`] names it (`kind:id`, or
+/// `anonymous`), its id borrowed from a usage record: spelled out only where
+/// a name is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Subject<'a> {
+    kind: &'static str,
+    id: &'a str,
+}
+
+impl Subject<'_> {
+    /// The subject's name, spelled into `buf`.
+    fn name_into<'b>(&self, buf: &'b mut String) -> &'b str {
+        buf.clear();
+        buf.push_str(self.kind);
+        if self.kind != ANONYMOUS {
+            buf.push(':');
+            buf.push_str(self.id);
+        }
+        buf
+    }
+}
+
+const ANONYMOUS: &str = "anonymous";
+
+/// A subject's charged spend on one UTC day (micro-dollars).
+type SubjectSpend<'a> = (Subject<'a>, i64, i64);
+
+/// Charged spend of `records` per budget subject and UTC day.
+fn daily_spend(records: &[UsageRecord]) -> Vec<SubjectSpend<'_>> {
+    let mut sums: std::collections::BTreeMap<(Subject<'_>, i64), i64> =
         std::collections::BTreeMap::new();
     for r in records {
         let Some(cost) = r.cost_micros.filter(|c| *c > 0) else {
@@ -242,24 +271,17 @@ fn daily_spend(records: &[UsageRecord]) -> Vec<(String, i64, i64)> {
             ("key", r.key_id.as_deref()),
             ("user", r.user.as_deref()),
             ("team", r.team.as_deref()),
-            ("anonymous", anonymous.then_some("")),
+            (ANONYMOUS, anonymous.then_some("")),
         ];
         for (kind, id) in subjects {
             if let Some(id) = id {
-                let v = sums.entry((kind, id, day)).or_default();
+                let v = sums.entry((Subject { kind, id }, day)).or_default();
                 *v = v.saturating_add(cost);
             }
         }
     }
     sums.into_iter()
-        .map(|((kind, id, day), cost)| {
-            let subject = if kind == "anonymous" {
-                kind.to_owned()
-            } else {
-                format!("{kind}:{id}")
-            };
-            (subject, day, cost)
-        })
+        .map(|((subject, day), cost)| (subject, day, cost))
         .collect()
 }
 
@@ -441,7 +463,7 @@ impl SqliteStore {
         &self,
         mut tx: sqlx::Transaction<'_, sqlx::Sqlite>,
         spend: &[(String, i64, i64)],
-        batch: Vec<(String, i64, i64)>,
+        batch: &[SubjectSpend<'_>],
     ) -> Result<(), StoreError> {
         add_spend(&mut tx, spend).await?;
         let newest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM usage_records")
@@ -532,7 +554,7 @@ impl SqliteStore {
                         chunk.push(usage_from_row(r)?);
                     }
                     if chunk.len() == 1000 || (row.is_none() && !chunk.is_empty()) {
-                        sums.add(daily_spend(&chunk));
+                        sums.add(&daily_spend(&chunk));
                         chunk.clear();
                     }
                     if row.is_none() {
@@ -745,10 +767,10 @@ impl Store for SqliteStore {
             // The batch's spend waits in memory (see SPEND_FLUSH_EVERY); a
             // crash before the next flush is caught up from the ledger.
             tx.commit().await.map_err(unavailable)?;
-            self.spend.lock().add(batch);
+            self.spend.lock().add(&batch);
             return Ok(());
         };
-        self.commit_spend(tx, &spend, batch).await
+        self.commit_spend(tx, &spend, &batch).await
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
@@ -759,7 +781,7 @@ impl Store for SqliteStore {
         };
         if let Some(spend) = spend {
             let tx = self.pool.begin().await.map_err(unavailable)?;
-            self.commit_spend(tx, &spend, Vec::new()).await?;
+            self.commit_spend(tx, &spend, &[]).await?;
         }
         // Moves the write-ahead log into the database file and empties it:
         // the next start reads one file instead of replaying (and first
