@@ -424,10 +424,13 @@ mod tests {
         req
     }
 
-    /// A server answering `ok` to every request; with `close_idle`, it closes
-    /// each connection right after its first response (as a provider whose
-    /// keep-alive timeout ran out does), without saying so.
-    async fn server(close_idle: bool) -> (u16, Arc<AtomicUsize>) {
+    /// A server on a free port serving each connection it accepts with
+    /// `serve`; returns its port and how many connections it accepted.
+    async fn listen<F, Fut>(serve: F) -> (u16, Arc<AtomicUsize>)
+    where
+        F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -435,34 +438,42 @@ mod tests {
         let accepted = Arc::new(AtomicUsize::new(0));
         let count = accepted.clone();
         tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
+            while let Ok((sock, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 4096];
-                    let mut seen = Vec::new();
-                    loop {
-                        let Ok(n) = sock.read(&mut buf).await else {
-                            return;
-                        };
-                        if n == 0 {
-                            return;
-                        }
-                        seen.extend_from_slice(&buf[..n]);
-                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-                            seen.drain(..end + 4);
-                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                            if sock.write_all(answer).await.is_err() {
-                                return;
-                            }
-                            if close_idle {
-                                return;
-                            }
-                        }
-                    }
-                });
+                tokio::spawn(serve(sock));
             }
         });
         (port, accepted)
+    }
+
+    /// A server answering `ok` to every request; with `close_idle`, it closes
+    /// each connection right after its first response (as a provider whose
+    /// keep-alive timeout ran out does), without saying so.
+    async fn server(close_idle: bool) -> (u16, Arc<AtomicUsize>) {
+        listen(move |mut sock| async move {
+            let mut buf = vec![0u8; 4096];
+            let mut seen = Vec::new();
+            loop {
+                let Ok(n) = sock.read(&mut buf).await else {
+                    return;
+                };
+                if n == 0 {
+                    return;
+                }
+                seen.extend_from_slice(&buf[..n]);
+                while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                    seen.drain(..end + 4);
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if sock.write_all(answer).await.is_err() {
+                        return;
+                    }
+                    if close_idle {
+                        return;
+                    }
+                }
+            }
+        })
+        .await
     }
 
     async fn read(resp: UpstreamResponse) -> Bytes {
@@ -501,23 +512,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_dropped_unread_does_not_return_its_connection() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 4096];
-                    let _ = sock.read(&mut buf).await;
-                    // Promises 10 bytes, sends 2, then waits.
-                    let _ = sock
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nok")
-                        .await;
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                });
-            }
-        });
+        let (port, _) = listen(|mut sock| async move {
+            let mut buf = vec![0u8; 4096];
+            let _ = sock.read(&mut buf).await;
+            // Promises 10 bytes, sends 2, then waits.
+            let _ = sock
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nok")
+                .await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        })
+        .await;
         let pool = pool_for(port, Duration::from_secs(90));
         let resp = pool.send(get("/a")).await.expect("send");
         drop(resp);
@@ -560,40 +564,30 @@ mod tests {
     async fn a_chunked_body_sent_slowly_is_read_whole_and_its_connection_reused() {
         // Chunks sent apart in time, then the last chunk: the body ends only
         // when the connection has read it, and the connection comes back.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 4096];
-                    loop {
-                        match sock.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(_) => {}
-                        }
-                        let head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
-                        if sock.write_all(head).await.is_err() {
-                            return;
-                        }
-                        for part in ["one", "two", "three"] {
-                            tokio::time::sleep(Duration::from_millis(30)).await;
-                            let chunk = format!("{:x}\r\n{part}\r\n", part.len());
-                            if sock.write_all(chunk.as_bytes()).await.is_err() {
-                                return;
-                            }
-                        }
-                        if sock.write_all(b"0\r\n\r\n").await.is_err() {
-                            return;
-                        }
+        let (port, accepted) = listen(|mut sock| async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                match sock.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                let head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+                if sock.write_all(head).await.is_err() {
+                    return;
+                }
+                for part in ["one", "two", "three"] {
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    let chunk = format!("{:x}\r\n{part}\r\n", part.len());
+                    if sock.write_all(chunk.as_bytes()).await.is_err() {
+                        return;
                     }
-                });
+                }
+                if sock.write_all(b"0\r\n\r\n").await.is_err() {
+                    return;
+                }
             }
-        });
+        })
+        .await;
         let pool = pool_for(port, Duration::from_secs(90));
         for _ in 0..3 {
             let resp = pool.send(get("/s")).await.expect("send");
