@@ -64,7 +64,7 @@ pub(crate) async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
                     let _ = stream.set_nodelay(true);
-                    shared.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    shared.connections.fetch_add(1, Ordering::Relaxed);
                     let shared = shared.clone();
                     let app = app.clone();
                     let builder = builder.clone();
